@@ -1,0 +1,13 @@
+"""eqprop: train physical systems with equilibrium propagation and its family of learning rules.
+
+Four ideas, one subpackage each: ``models`` (what is simulated), ``solvers`` (how it is
+simulated), ``learners`` (how a gradient is obtained from simulations alone) and ``baselines``
+(the same gradient by autograd); ``check`` proves a learner equal to its baseline.
+The core needs only torch, numpy and scipy; ``eqprop.train`` and ``eqprop.data`` live at the edge.
+"""
+
+from . import baselines, check, costs, errors, learners, models, solvers
+
+__version__ = "0.1.0"
+
+__all__ = ["models", "solvers", "costs", "learners", "baselines", "check", "errors", "__version__"]
