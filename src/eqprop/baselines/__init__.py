@@ -1,1 +1,6 @@
-"""See the package docstring of eqprop."""
+"""Baselines: the same gradients as the learners, by automatic differentiation."""
+
+from .bptt import BPTT
+from .implicit import ImplicitDifferentiation
+
+__all__ = ["BPTT", "ImplicitDifferentiation"]

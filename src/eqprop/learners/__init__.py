@@ -1,5 +1,6 @@
 """Learners: gradient estimators that use simulations of the system alone (EP and its family)."""
 
 from .base import Estimate, Learner, StepOutput
+from .ep import EP
 
-__all__ = ["Learner", "Estimate", "StepOutput"]
+__all__ = ["Learner", "Estimate", "StepOutput", "EP"]

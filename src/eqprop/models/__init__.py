@@ -1,1 +1,7 @@
-"""See the package docstring of eqprop."""
+"""Models: the systems eqprop simulates (energy, Hamiltonian and Lagrangian models)."""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .base import EnergyModel, HopfieldEnergy, State
+from .hopfield import HopfieldMLP
+
+__all__ = ["EnergyModel", "HopfieldEnergy", "HopfieldMLP", "Activation", "ACTIVATIONS", "get_activation", "State"]

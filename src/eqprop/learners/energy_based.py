@@ -1,0 +1,98 @@
+"""Shared machinery of the learners for static energy models: free phase and contrast.
+
+Every static learner here is a two-point estimator (Scellier et al. 2023)
+
+    ĝ = [∂_θF(s², β₂) − ∂_θF(s¹, β₁)] / (β₂ − β₁),     F(s, β) = E(s, θ, x) + β C(output(s), y)
+
+averaged over the batch; ``contrast`` computes it for any list of phases with one call of the
+model's ``param_grads`` on the concatenated states (all phases in one batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..costs import Cost, SquaredError
+from ..errors import ConfigurationError
+from ..solvers.relaxation import Relaxation
+from .base import Learner
+
+__all__ = ["EnergyLearner", "repeat_batch", "concat_states"]
+
+
+def repeat_batch(obj: Any, n: int) -> Any:
+    """Repeat every tensor of a (nested) context ``n`` times along the batch axis."""
+    if obj is None or n == 1:
+        return obj
+    if isinstance(obj, Tensor):
+        return torch.cat([obj] * n, dim=0)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(repeat_batch(o, n) for o in obj)
+    if isinstance(obj, dict):
+        return {k: repeat_batch(v, n) for k, v in obj.items()}
+    raise ConfigurationError(
+        f"Cannot batch a model context of type {type(obj).__name__}; return tensors, tuples or dicts from prepare()."
+    )
+
+
+def concat_states(states: Sequence[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    return tuple(torch.cat(layers, dim=0) for layers in zip(*states))
+
+
+def split_state(state: tuple[Tensor, ...], n: int) -> list[tuple[Tensor, ...]]:
+    parts = [s.chunk(n, dim=0) for s in state]
+    return [tuple(p[i] for p in parts) for i in range(n)]
+
+
+class EnergyLearner(Learner):
+    """Base of the static-model learners: a solver, a cost, the free phase and the contrast."""
+
+    def __init__(self, solver: Relaxation | None = None, cost: Cost | None = None) -> None:
+        if solver is not None and not isinstance(solver, Relaxation):
+            raise ConfigurationError(f"solver must be an eqprop relaxation solver, got {type(solver).__name__}.")
+        if cost is not None and not isinstance(cost, Cost):
+            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
+        self.solver = solver
+        self.cost = cost if cost is not None else SquaredError()
+
+    def solver_for(self, model: nn.Module) -> Relaxation:
+        return self.solver if self.solver is not None else model.default_solver()
+
+    def free_phase(self, model, x: Tensor, context: Any = None):
+        """Relax from ``model.init_state(x)`` with no nudge; returns ``(state, status)``."""
+        return self.solver_for(model).solve(model, x, model.init_state(x), context=context)
+
+    def predict(self, model, x: Tensor) -> Tensor:
+        state, _ = self.free_phase(model, x)
+        return model.output(state).detach()
+
+    def contrast(
+        self,
+        model,
+        x: Tensor,
+        y: Tensor,
+        phases: Sequence[tuple[tuple[Tensor, ...], float, float]],
+    ) -> dict[str, Tensor]:
+        """Σ_phase coefficient · mean_b ∂_θF(s_phase, β_phase) for phases (state, coefficient, β)."""
+        batch = x.shape[0]
+        state = concat_states([p[0] for p in phases])
+        weights = torch.cat(
+            [torch.full((batch,), c / batch, dtype=state[0].real.dtype, device=x.device) for _, c, _ in phases]
+        )
+        xs = repeat_batch(x, len(phases))
+        grads = model.param_grads(state, xs, weights)
+        nudge_weights = torch.cat(
+            [torch.full((batch,), c * b / batch, dtype=state[0].real.dtype, device=x.device) for _, c, b in phases]
+        )
+        if not model.output_is_parameter_free and bool(nudge_weights.ne(0).any()):
+            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            with torch.enable_grad():
+                cost = self.cost(model.output(tuple(s.detach() for s in state)), repeat_batch(y, len(phases)))
+                extra = torch.autograd.grad((cost * nudge_weights).sum(), list(params.values()), allow_unused=True)
+            for (name, _), g in zip(params.items(), extra):
+                if g is not None:
+                    grads[name] = grads[name] + g
+        return grads

@@ -1,0 +1,106 @@
+"""Activation functions ρ of Hopfield-form energies, each with its Legendre term G (G' = ρ⁻¹).
+
+A Hopfield-form energy is E(s) = Σ_i G(s_i) − Φ(s): its stationary points are s = ρ(∂Φ/∂s),
+the fixed-point ("primitive function") form of the EP papers. ``G`` makes E an honest energy
+(so gradient descent, autograd Hessians and EP agree with the fixed-point map); ``lower`` and
+``upper`` are the range of ρ, where a state is clamped; ``holomorphic`` says whether ρ and G
+are complex-analytic (holomorphic EP needs it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigurationError
+
+__all__ = ["Activation", "ACTIVATIONS", "get_activation"]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """ρ with its Legendre term G (G' = ρ⁻¹), derivative ρ', range and analyticity."""
+
+    name: str
+    rho: Callable[[Tensor], Tensor]
+    rho_prime: Callable[[Tensor], Tensor]
+    legendre: Callable[[Tensor], Tensor]
+    lower: float
+    upper: float
+    holomorphic: bool
+
+    def __call__(self, u: Tensor) -> Tensor:
+        return self.rho(u)
+
+    def project(self, s: Tensor) -> Tensor:
+        """Clamp a state into the domain of G (open ranges keep a margin of 1e-7 of the range)."""
+        if s.is_complex() or (math.isinf(self.lower) and math.isinf(self.upper)):
+            return s
+        if self.name == "hard_sigmoid":
+            return s.clamp(self.lower, self.upper)
+        margin = 1e-7 * (self.upper - self.lower)
+        return s.clamp(self.lower + margin, self.upper - margin)
+
+
+def _xlogx(s: Tensor) -> Tensor:
+    return s * torch.log(s)
+
+
+_SIGMOID = Activation(
+    name="sigmoid",
+    rho=torch.sigmoid,
+    rho_prime=lambda u: torch.sigmoid(u) * (1 - torch.sigmoid(u)),
+    legendre=lambda s: _xlogx(s) + _xlogx(1 - s),
+    lower=0.0,
+    upper=1.0,
+    holomorphic=True,
+)
+
+_TANH = Activation(
+    name="tanh",
+    rho=torch.tanh,
+    rho_prime=lambda u: 1 - torch.tanh(u) ** 2,
+    legendre=lambda s: 0.5 * (_xlogx(1 + s) + _xlogx(1 - s)),
+    lower=-1.0,
+    upper=1.0,
+    holomorphic=True,
+)
+
+_HARD_SIGMOID = Activation(
+    name="hard_sigmoid",
+    rho=lambda u: u.clamp(0.0, 1.0),
+    rho_prime=lambda u: ((u > 0) & (u < 1)).to(u.dtype),
+    legendre=lambda s: 0.5 * s * s,
+    lower=0.0,
+    upper=1.0,
+    holomorphic=False,
+)
+
+_IDENTITY = Activation(
+    name="identity",
+    rho=lambda u: u,
+    rho_prime=torch.ones_like,
+    legendre=lambda s: 0.5 * s * s,
+    lower=-math.inf,
+    upper=math.inf,
+    holomorphic=True,
+)
+
+ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (_HARD_SIGMOID, _SIGMOID, _TANH, _IDENTITY)}
+
+
+def get_activation(activation: str | Activation) -> Activation:
+    """Look an activation up by name, or pass an :class:`Activation` through (the registry is open)."""
+    if isinstance(activation, Activation):
+        return activation
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ConfigurationError(
+            f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)} or pass an "
+            f"eqprop.models.Activation."
+        ) from None

@@ -1,0 +1,180 @@
+"""Energy models E(s, θ, x): the one class a user writes to add a static system.
+
+A model knows nothing of learners. The user writes ``energy``, ``init_state`` and ``output``;
+forces ∂E/∂s and parameter derivatives ∂_θE follow by autograd. A built-in model may override
+``energy_grad`` / ``param_grads`` with a closed form (a test then checks it against autograd)
+and ``prepare`` to compute, once per batch, what stays constant during a relaxation (the input
+drive of the first layer).
+
+States are tuples of tensors, one per layer, batch first; energies are one value per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import NonFiniteError, ShapeError
+from .activations import Activation, get_activation
+
+State = tuple[Tensor, ...]
+
+__all__ = ["State", "EnergyModel", "HopfieldEnergy"]
+
+
+class EnergyModel(nn.Module):
+    """Base class of energy-based models E(s, θ, x).
+
+    Subclass and write three methods::
+
+        def energy(self, state, x): ...   # -> [batch]
+        def init_state(self, x): ...      # -> tuple of [batch, ...] tensors
+        def output(self, state): ...      # -> what the cost compares with the target
+
+    Optional class attributes: ``output_layer`` — the index of the state layer that ``output``
+    returns unchanged (enables clamping, used by contrastive and coupled learning, and a nudge
+    without autograd); ``output_is_parameter_free`` — ``output`` has no trainable parameter.
+    """
+
+    output_layer: int | None = None
+    output_is_parameter_free: bool = False
+
+    # -- what the user writes ------------------------------------------------------------------
+    def energy(self, state: State, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define energy(state, x).")
+
+    def init_state(self, x: Tensor) -> State:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define init_state(x).")
+
+    def output(self, state: State) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define output(state).")
+
+    # -- what follows by autograd (overridable with closed forms) ------------------------------
+    def prepare(self, x: Tensor) -> Any:
+        """What stays constant during a relaxation on input x; passed back as ``context``."""
+        return None
+
+    def project(self, state: State) -> State:
+        """Map a state into the set where the energy is defined (identity by default)."""
+        return state
+
+    def checked_energy(self, state: State, x: Tensor) -> Tensor:
+        """``energy`` with its shape and finiteness checked (one sentence on failure)."""
+        e = self.energy(state, x)
+        batch = state[0].shape[0]
+        if e.shape != (batch,):
+            raise ShapeError(
+                f"{type(self).__name__}.energy must return one value per sample, shape ({batch},), "
+                f"got {tuple(e.shape)}; sum over every axis but the batch."
+            )
+        if not bool(torch.isfinite(e).all()):
+            raise NonFiniteError(
+                f"{type(self).__name__}.energy returned NaN or infinity; the state left the energy's "
+                "domain or the relaxation diverged (lower the step size)."
+            )
+        return e
+
+    def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
+        """∂E/∂s for each layer, per sample (autograd)."""
+        with torch.enable_grad():
+            if create_graph:
+                leaves = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
+            else:
+                leaves = tuple(s.detach().requires_grad_() for s in state)
+            e = self.energy(leaves, x).sum()
+            grads = torch.autograd.grad(e, leaves, create_graph=create_graph)
+        return tuple(grads)
+
+    def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
+        """∂_θ Σ_b w_b E(s_b, θ, x_b) for every trainable parameter (autograd)."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        with torch.enable_grad():
+            state = tuple(s.detach() for s in state)
+            e = (self.energy(state, x) * weights).sum()
+            grads = torch.autograd.grad(e, list(params.values()), allow_unused=True)
+        return {n: (torch.zeros_like(p) if g is None else g) for (n, p), g in zip(params.items(), grads)}
+
+    def output_grad_to_state(self, state: State, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        """Pull a gradient on the output back onto the state: Jᵀ_output · grad_output."""
+        if self.output_layer is not None:
+            out: list[Tensor | None] = [None] * len(state)
+            out[self.output_layer] = grad_output
+            return tuple(out)
+        with torch.enable_grad():
+            leaves = tuple(s.detach().requires_grad_() for s in state)
+            o = self.output(leaves)
+            grads = torch.autograd.grad(o, leaves, grad_output, allow_unused=True)
+        return tuple(grads)
+
+    def default_solver(self):
+        """The solver used when a learner is given ``solver=None``."""
+        from ..solvers import GradientDescent
+
+        return GradientDescent(step_size=0.1, tol=1e-6, max_steps=2000)
+
+
+class HopfieldEnergy(EnergyModel):
+    """Hopfield-form energy E(s) = Σ_k Σ_i G_k(s_k,i) − Φ(s, x), with G_k' = ρ_k⁻¹.
+
+    Subclass and write the *primitive function* ``primitive(state, x)`` = Φ (a scalar per
+    sample) and ``activations`` (one :class:`Activation` per layer). Stationary points satisfy
+    s = ρ(∂Φ/∂s), so :class:`eqprop.solvers.FixedPoint` (every layer at once) and
+    :class:`eqprop.solvers.Asynchronous` (even/odd layer blocks) apply; when Φ is linear in each
+    layer given the others (layered networks), each layer update is that layer's exact minimiser.
+    """
+
+    activations: tuple[Activation, ...]
+
+    def primitive(self, state: State, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define primitive(state, x).")
+
+    def energy(self, state: State, x: Tensor) -> Tensor:
+        legendre = sum(a.legendre(s).reshape(s.shape[0], -1).sum(1) for a, s in zip(self.activations, state))
+        return legendre - self.primitive(state, x)
+
+    def project(self, state: State) -> State:
+        return tuple(a.project(s) for a, s in zip(self.activations, state))
+
+    def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
+        """∂Φ/∂s per layer (autograd; layered models override with a closed form)."""
+        with torch.enable_grad():
+            if create_graph:
+                leaves = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
+            else:
+                leaves = tuple(s.detach().requires_grad_() for s in state)
+            phi = self.primitive(leaves, x).sum()
+            grads = torch.autograd.grad(phi, leaves, create_graph=create_graph)
+        return tuple(grads)
+
+    def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
+        drive = self.primitive_grad(state, x, context, create_graph=create_graph)
+        return tuple(_legendre_grad(a, s) - d for a, s, d in zip(self.activations, state, drive))
+
+    def default_solver(self):
+        from ..solvers import FixedPoint
+
+        return FixedPoint(tol=1e-6, max_steps=500)
+
+
+def _legendre_grad(activation: Activation, s: Tensor) -> Tensor:
+    """G'(s) = ρ⁻¹(s) (the identity for hard-sigmoid and linear units)."""
+    if activation.name == "sigmoid":
+        return torch.log(s) - torch.log(1 - s)
+    if activation.name == "tanh":
+        return torch.atanh(s)
+    if activation.name in ("hard_sigmoid", "identity"):
+        return s
+    with torch.enable_grad():
+        leaf = s.detach().requires_grad_()
+        return torch.autograd.grad(activation.legendre(leaf).sum(), leaf)[0]
+
+
+def resolve_activations(activation: str | Activation | list | tuple, n_layers: int) -> tuple[Activation, ...]:
+    """One activation for all layers, or one per layer."""
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != n_layers:
+            raise ShapeError(f"Got {len(activation)} activations for {n_layers} layers; give one or one per layer.")
+        return tuple(get_activation(a) for a in activation)
+    return (get_activation(activation),) * n_layers
