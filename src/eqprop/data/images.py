@@ -166,7 +166,7 @@ def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mat = loadmat(str(path))
-    except (MatReadError, ValueError, OSError, TypeError) as exc:
+    except (MatReadError, ValueError, OSError, TypeError, IndexError, EOFError) as exc:
         raise CorruptDatasetError(f"{path} is not a complete SVHN .mat file ({exc}); download it again.") from exc
     if "X" not in mat or "y" not in mat:
         raise CorruptDatasetError(f"{path} lacks the 'X' or 'y' variable of an SVHN cropped-digits file.")
