@@ -1,6 +1,7 @@
 """Learners: gradient estimators that use simulations of the system alone (EP and its family)."""
 
 from .base import Estimate, Learner, StepOutput
+from .contrastive import ContrastiveLearning, CoupledLearning
 from .ep import EP
 
-__all__ = ["Learner", "Estimate", "StepOutput", "EP"]
+__all__ = ["Learner", "Estimate", "StepOutput", "EP", "ContrastiveLearning", "CoupledLearning"]

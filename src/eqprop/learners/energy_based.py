@@ -91,7 +91,12 @@ class EnergyLearner(Learner):
             params = {n: p for n, p in model.named_parameters() if p.requires_grad}
             with torch.enable_grad():
                 cost = self.cost(model.output(tuple(s.detach() for s in state)), repeat_batch(y, len(phases)))
-                extra = torch.autograd.grad((cost * nudge_weights).sum(), list(params.values()), allow_unused=True)
+                nudge_term = (cost * nudge_weights).sum()
+                extra = (
+                    torch.autograd.grad(nudge_term, list(params.values()), allow_unused=True)
+                    if nudge_term.requires_grad
+                    else [None] * len(params)
+                )
             for (name, _), g in zip(params.items(), extra):
                 if g is not None:
                     grads[name] = grads[name] + g

@@ -165,12 +165,14 @@ class FixedPoint(Relaxation):
     """
 
     def step(self, model, x, state, context, nudge, clamp):
-        _require_hopfield(model, self)
-        differentiable = torch.is_grad_enabled()
-        drive = model.primitive_grad(state, x, context, create_graph=differentiable)
-        drive = _add_nudge(drive, model, state, nudge, sign=-1.0)
-        new = tuple(a.rho(h) for a, h in zip(model.activations, drive))
+        new = tuple(a.rho(h) for a, h in zip(model.activations, self.drive(model, x, state, context, nudge)))
         return _apply_clamp(new, clamp)
+
+    def drive(self, model, x, state, context, nudge):
+        """The pre-activation u = ∂Φ/∂s − β ∂C/∂s of one step (the step is s ← ρ(u))."""
+        _require_hopfield(model, self)
+        drive = model.primitive_grad(state, x, context, create_graph=torch.is_grad_enabled())
+        return _add_nudge(drive, model, state, nudge, sign=-1.0)
 
 
 class Asynchronous(Relaxation):

@@ -1,0 +1,109 @@
+"""Shared pieces of the sequence learners (RHEL) and baselines (BPTT, adjoint) for Hamiltonian models.
+
+* :func:`check_sequence` — x is [batch, T, input_size]; one-sentence errors otherwise.
+* :func:`target_mode` — a target [batch, ...] is a loss on the final output only, a target
+  [batch, T, ...] a loss at every step (DESIGN.md); anything else is a ShapeError.
+* :func:`simulate` — the forward run of a Hamiltonian stack through an integrator: step k
+  consumes u_k and the loss reads the output after the step.
+
+This module knows models only through the stack protocol of ``HamiltonianModel``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..costs import Cost
+from ..errors import ConfigurationError, NotReversibleError, ShapeError
+from ..models.hamiltonian import HamiltonianModel
+
+__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible"]
+
+Mode = Literal["final", "per_step"]
+
+
+def check_hamiltonian(model) -> None:
+    if not isinstance(model, HamiltonianModel):
+        raise ConfigurationError(
+            f"This learner needs an eqprop.models.HamiltonianModel (e.g. LinearHRU, HSSM), got {type(model).__name__}."
+        )
+
+
+def check_reversible(integrator) -> None:
+    """RHEL's echo retraces the forward run only under an exactly reversible step."""
+    if not getattr(integrator, "reversible", False):
+        raise NotReversibleError(
+            f"{type(integrator).__name__} is not exactly reversible, so the RHEL echo would not retrace the "
+            f"forward trajectory; use eqprop.solvers.PositionVerlet() or eqprop.solvers.LeapFrog()."
+        )
+
+
+def check_sequence(model: HamiltonianModel, x: Tensor) -> None:
+    """x must be [batch, T ≥ 1, input_size]."""
+    if x.dim() != 3 or x.shape[1] < 1:
+        raise ShapeError(
+            f"A sequence input must be shaped [batch, T, features] with T >= 1, got {tuple(x.shape)}; "
+            f"add a feature axis with x.unsqueeze(-1) for a scalar signal."
+        )
+    width = getattr(model, "input_size", None)
+    if width is not None and x.shape[-1] != width:
+        raise ShapeError(
+            f"The input has {x.shape[-1]} features per step but {type(model).__name__} takes input_size={width}; "
+            f"reshape the data or build the model with input_size={x.shape[-1]}."
+        )
+
+
+@torch.no_grad()
+def _output_shape(model: HamiltonianModel, x: Tensor) -> torch.Size:
+    z = model.encode(x[:, 0])
+    for index, (q, _) in enumerate(model.init_states(x)):
+        z = model.mix(index, z, q)
+    return model.decode(z).shape
+
+
+def target_mode(model: HamiltonianModel, x: Tensor, y: Tensor, cost: Cost) -> Mode:
+    """"final" for y shaped like one output, "per_step" for y with a time axis of length T."""
+    final_shape = _output_shape(model, x)
+    steps = x.shape[1]
+    per_step_shape = final_shape[:1] + torch.Size([steps]) + final_shape[1:]
+    errors = []
+    for mode, shape in (("per_step", per_step_shape), ("final", final_shape)):
+        try:
+            cost.check_target(torch.zeros(shape, dtype=x.dtype, device=x.device), y)
+            return mode
+        except ShapeError as err:
+            errors.append(str(err))
+    raise ShapeError(
+        f"The target {tuple(y.shape)} fits neither a final-step loss (output {tuple(final_shape)}) nor a per-step "
+        f"loss (outputs {tuple(per_step_shape)}); {errors[-1]}"
+    )
+
+
+def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool = False,
+             keep_outputs: bool = False) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """Run the stack over x; return the final (q, p) of each layer and the outputs.
+
+    The outputs are [batch, T, ...] when ``keep_outputs`` else the final output [batch, ...].
+    With ``create_graph`` the run is differentiable (BPTT); otherwise no graph is kept and the
+    memory does not grow with T (apart from the outputs, when kept).
+    """
+    layers = model.hamiltonian_layers()
+    dts = [integrator.step_size(layer) for layer in layers]
+    states = list(model.init_states(x))
+    outputs = []
+    steps = x.shape[1]
+    context = torch.enable_grad() if create_graph else torch.no_grad()
+    with context:
+        for k in range(steps):
+            z = model.encode(x[:, k])
+            for index, layer in enumerate(layers):
+                q, p = integrator.step(layer, states[index][0], states[index][1], z, dts[index], create_graph)
+                states[index] = (q, p)
+                z = model.mix(index, z, q)
+            if keep_outputs or k == steps - 1:
+                outputs.append(model.decode(z))
+    out = torch.stack(outputs, dim=1) if keep_outputs else outputs[-1]
+    return states, out
