@@ -165,7 +165,8 @@ class FixedPoint(Relaxation):
     """
 
     def step(self, model, x, state, context, nudge, clamp):
-        new = tuple(a.rho(h) for a, h in zip(model.activations, self.drive(model, x, state, context, nudge)))
+        drive = self.drive(model, x, state, context, nudge)
+        new = tuple(a.rho(h) for a, h in zip(model.activations, drive))
         return _apply_clamp(new, clamp)
 
     def drive(self, model, x, state, context, nudge):
