@@ -3,5 +3,7 @@
 from .base import Estimate, Learner, StepOutput
 from .contrastive import ContrastiveLearning, CoupledLearning
 from .ep import EP
+from .rhel import RHEL
 
 __all__ = ["Learner", "Estimate", "StepOutput", "EP", "ContrastiveLearning", "CoupledLearning"]
+__all__ += ['RHEL']

@@ -14,8 +14,9 @@ The echoes are batched along the batch axis, so RHEL is three passes whatever th
 and keeps no trajectory: memory is independent of N. Input gradients dL/du_k come out of the
 same contrast, −[∂_uS_j(+ε) − ∂_uS_j(−ε)]/2ε, and are chained through the per-step feedforward
 maps of a stack (``mix``, ``encode``, ``decode``) by vector-Jacobian products; feedforward maps
-and the decoder are evaluated at the ε → 0 extrapolation of the echo copies (their mean for
-"centered", the ε = 0 copy for "one_sided"), which keeps the error O(ε²) / O(ε). A
+and the decoder are evaluated at the ε = 0 copy when there is one ("one_sided", or
+``check_echo=True``), else at the ε → 0 extrapolation of the ±ε copies (their mean, exact to
+O(ε²)), which keeps the error O(ε²) / O(ε). A
 parameter-dependent initial state is handled too: the echo ends at (q_0 + ελ_p, −p_0 + ελ_q),
 λ = dL/dΦ_0, which is pulled back through ``init_states``.
 
@@ -128,7 +129,11 @@ class RHEL(Learner):
         states = [(q.repeat(copies, *([1] * (q.dim() - 1))), (-p).repeat(copies, *([1] * (p.dim() - 1))))
                   for q, p in final_states]
 
-        def reference(t: Tensor) -> Tensor:  # extrapolation of copies a, b to ε = 0
+        zero = eps_values.index(0.0) if 0.0 in eps_values else None
+
+        def reference(t: Tensor) -> Tensor:  # the ε = 0 copy, or the extrapolation of copies a, b to ε = 0
+            if zero is not None:
+                return t[zero * batch:(zero + 1) * batch]
             a, b = t[:batch], t[batch:2 * batch]
             return (eps_b * a - eps_a * b) / (eps_b - eps_a)
 

@@ -3,5 +3,9 @@
 from .activations import ACTIVATIONS, Activation, get_activation
 from .base import EnergyModel, HopfieldEnergy, State
 from .hopfield import HopfieldMLP
+from .hamiltonian import HamiltonianModel
+from .hru import LinearHRU, NonlinearHRU
+from .hssm import HSSM
 
 __all__ = ["EnergyModel", "HopfieldEnergy", "HopfieldMLP", "Activation", "ACTIVATIONS", "get_activation", "State"]
+__all__ += ['HamiltonianModel', 'LinearHRU', 'NonlinearHRU', 'HSSM']
