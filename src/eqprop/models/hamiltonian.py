@@ -106,7 +106,7 @@ class HamiltonianModel(nn.Module):
     def potential_grad(self, q: Tensor, u: Tensor, create_graph: bool = False) -> Tensor:
         """∂V/∂q (per coordinate, unscaled by dt), by autograd unless overridden."""
         with torch.enable_grad():
-            leaf = q if q.requires_grad else q.detach().requires_grad_(True)
+            leaf = q if (create_graph and q.requires_grad) else q.detach().requires_grad_(True)
             energy = self.potential(leaf, u)
             (grad,) = torch.autograd.grad(energy.sum(), leaf, create_graph=create_graph)
         return grad
@@ -116,7 +116,7 @@ class HamiltonianModel(nn.Module):
         if default_kinetic(self):
             return p
         with torch.enable_grad():
-            leaf = p if p.requires_grad else p.detach().requires_grad_(True)
+            leaf = p if (create_graph and p.requires_grad) else p.detach().requires_grad_(True)
             energy = self.kinetic(leaf)
             (grad,) = torch.autograd.grad(energy.sum(), leaf, create_graph=create_graph)
         return grad

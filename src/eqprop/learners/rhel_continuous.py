@@ -1,0 +1,201 @@
+"""Continuous-time RHEL (Pourcel & Ernoult 2025), discretised so that it equals autograd of its scheme.
+
+Setting: a single Hamiltonian model on t ∈ [0, T], inputs sampled on the grid t_n = n·h,
+x[:, n] = u(t_n), n = 0..N (so x has N + 1 samples and T = N·h). Loss, batch mean of
+
+    L = ℓ_T(q(T))                          target y shaped [batch, ...]        (terminal loss), or
+    L = ∫₀ᵀ ℓ_t(q(t)) dt  (trapezoid rule)  target y shaped [batch, N + 1, ...] (running loss),
+
+with ℓ = cost(model.output(q), y). Forward: velocity Verlet (kick h/2 with u(t_n), drift h,
+kick h/2 with u(t_{n+1})) from Φ(0), keeping only Φ(T). Two echoes σ = ±1 over s ∈ [0, T]:
+
+    q_e(0) = q_T,  p_e(0) = −p_T + σε ∇ℓ_T(q_T)
+    q̇_e = ∂_pT,    ṗ_e = −∇_qV(q_e, u(T − s)) + σε ∇_qℓ_{T−s}(q_e)     (inputs AND targets reversed)
+    dL/dθ = −(1/2ε) ∫₀ᵀ [∂_θH(Φ_e⁺(s), u(T − s)) − ∂_θH(Φ_e⁻(s), u(T − s))] ds + O(ε²)
+
+discretised with the same velocity Verlet on the reversed grid (echo step n uses u(t_{N−n}) and
+u(t_{N−n−1}); never a shifted index) and the trapezoid weights of the kicks for ∫∂_θH — i.e. the
+generating sum S_n = (h/2)V(q_n) + h T(p_h) + (h/2)V(q_{n+1}), which also covers parameters of T.
+Then RHEL equals autograd through the discrete scheme to O(ε²), and the continuous gradient to
+O(h²). Its adjoint reading: ∂_εq_e(s) = λ_p(T − s), ∂_εp_e(s) = λ_q(T − s) (the echo computes the
+adjoint state physically; ``eqprop.baselines.Adjoint`` integrates it explicitly).
+
+Check: tests/test_rhel_continuous.py — equal to autograd of the scheme (O(ε²)); vs
+``eqprop.baselines.Adjoint`` and ``torchdiffeq.odeint_adjoint`` with error slope ≈ 2 in h.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..costs import Cost, SquaredError
+from ..errors import ConfigurationError
+from ..solvers.integrators import EchoContrast, Integrator
+from .base import Estimate, Learner, check_beta
+from .rhel import VARIANTS
+from .sequence import check_hamiltonian, check_sequence, target_mode
+
+__all__ = ["ContinuousRHEL", "check_continuous_model", "verlet_trajectory_loss"]
+
+
+def check_continuous_model(model) -> None:
+    check_hamiltonian(model)
+    layers = model.hamiltonian_layers()
+    if len(layers) != 1 or layers[0] is not model:
+        raise ConfigurationError(
+            f"Continuous-time RHEL and the adjoint take a single Hamiltonian model, not the stack {type(model).__name__}; "
+            f"use the discrete eqprop.learners.RHEL for stacks."
+        )
+
+
+def _step_size(h: float) -> float:
+    try:
+        h = float(h)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"step_size must be a positive number (the grid spacing h), got {h!r}.") from None
+    if not 0 < h < float("inf"):
+        raise ConfigurationError(f"step_size must be a positive finite number (the grid spacing h), got {h}.")
+    return h
+
+
+def _running_weights(n_points: int, h: float) -> list[float]:
+    return [h * (0.5 if n in (0, n_points - 1) else 1.0) for n in range(n_points)]
+
+
+def verlet_trajectory_loss(model, x: Tensor, y: Tensor, h: float, cost: Cost, mode: str,
+                           create_graph: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Velocity Verlet over the grid; returns (q_T, p_T, loss, outputs) — autograd-able with ``create_graph``."""
+    step = torch.tensor(h, dtype=x.dtype, device=x.device)
+    q, p = model.init_state(x)
+    weights = _running_weights(x.shape[1], h)
+    context = torch.enable_grad() if create_graph else torch.no_grad()
+    with context:
+        outputs = [model.output(q)]
+        for n in range(x.shape[1] - 1):
+            p_half = p - 0.5 * step * model.potential_grad(q, x[:, n], create_graph)
+            q = q + step * model.kinetic_grad(p_half, create_graph)
+            p = p_half - 0.5 * step * model.potential_grad(q, x[:, n + 1], create_graph)
+            if mode != "final":
+                outputs.append(model.output(q))
+        if mode == "final":
+            out = model.output(q)
+            loss = cost.loss(out, y)
+        else:
+            out = torch.stack(outputs, dim=1)
+            per_sample = cost(out, y)  # [batch, N + 1]
+            w = x.new_tensor(weights)
+            loss = (per_sample * w).sum(dim=1).mean()
+    return q, p, loss, out
+
+
+class ContinuousRHEL(Learner):
+    """Continuous-time RHEL with velocity Verlet on the grid h; O(ε²) to its scheme, O(h²) to the ODE.
+
+    Args:
+        epsilon: echo nudge ε (non-zero). step_size: the grid spacing h of the samples in x.
+        variant: "centered" (±ε, O(ε²)) or "one_sided" (ε and 0, O(ε)). cost: SquaredError by default.
+    """
+
+    def __init__(self, epsilon: float, step_size: float, variant: str = "centered", cost: Cost | None = None) -> None:
+        self.epsilon = check_beta("epsilon", epsilon)
+        self.step_size = _step_size(step_size)
+        if variant not in VARIANTS:
+            raise ConfigurationError(f"Unknown RHEL variant {variant!r}; choose 'centered' or 'one_sided'.")
+        self.variant = variant
+        self.cost = SquaredError() if cost is None else cost
+
+    def __repr__(self) -> str:
+        return f"ContinuousRHEL(epsilon={self.epsilon}, step_size={self.step_size}, variant={self.variant!r})"
+
+    def predict(self, model, x: Tensor) -> Tensor:
+        """Outputs at every grid point, [batch, N + 1, ...]."""
+        check_continuous_model(model)
+        check_sequence(model, x)
+        return self._outputs(model, x)
+
+    def _outputs(self, model, x: Tensor) -> Tensor:
+        step = torch.tensor(self.step_size, dtype=x.dtype, device=x.device)
+        q, p = model.init_state(x)
+        outs = [model.output(q)]
+        with torch.no_grad():
+            for n in range(x.shape[1] - 1):
+                p_half = p - 0.5 * step * model.potential_grad(q, x[:, n])
+                q = q + step * model.kinetic_grad(p_half)
+                p = p_half - 0.5 * step * model.potential_grad(q, x[:, n + 1])
+                outs.append(model.output(q))
+        return torch.stack(outs, dim=1).detach()
+
+    def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
+        check_continuous_model(model)
+        check_sequence(model, x)
+        mode = target_mode(model, x, y, self.cost)
+        q_final, p_final, loss, out = verlet_trajectory_loss(model, x, y, self.step_size, self.cost, mode)
+        grads = self._echo(model, x, y, mode, q_final, p_final)
+        return Estimate(grads=grads, loss=loss.detach(), prediction=out.detach(), info={"mode": mode})
+
+    def _echo(self, model, x, y, mode, q_final, p_final) -> dict[str, Tensor]:
+        batch, points, h = x.shape[0], x.shape[1], self.step_size
+        eps_a, eps_b = (self.epsilon, -self.epsilon) if self.variant == "centered" else (self.epsilon, 0.0)
+        denominator = eps_a - eps_b
+        eps_rows = x.new_tensor([eps_a, eps_b]).repeat_interleave(batch).unsqueeze(-1)
+        weight_rows = x.new_tensor([1.0, -1.0]).repeat_interleave(batch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        direct = {id(p): torch.zeros_like(p) for p in params}
+        contrast = EchoContrast(params)
+        step = torch.tensor(h, dtype=x.dtype, device=x.device)
+        weights = _running_weights(points, h)
+
+        def reference(t: Tensor) -> Tensor:
+            return (eps_b * t[:batch] - eps_a * t[batch:]) / (eps_b - eps_a)
+
+        def nudge(q: Tensor, n: int, weight: float) -> Tensor:
+            """weight·∇_qℓ(q_ref) per sample (replicated ×2, scaled by ±ε) and its readout-parameter term."""
+            with torch.enable_grad():
+                q_ref = reference(q).detach().requires_grad_(True)
+                target = y if mode == "final" else y[:, n]
+                value = self.cost(model.output(q_ref), target).sum() * weight
+                grads = torch.autograd.grad(value, [q_ref] + params, allow_unused=True)
+            for p, g in zip(params, grads[1:]):
+                if g is not None:
+                    direct[id(p)] += g
+            return eps_rows * grads[0].repeat(2, *([1] * (q.dim() - 1)))
+
+        q = q_final.repeat(2, *([1] * (q_final.dim() - 1)))
+        p = (-p_final).repeat(2, *([1] * (p_final.dim() - 1)))
+        if mode == "final":
+            p = p + nudge(q, points - 1, 1.0)
+        def rep(t: Tensor) -> Tensor:
+            return t.repeat(2, *([1] * (t.dim() - 1)))
+
+        def kick_weight(k: int) -> float:  # each interior grid point is kicked twice, the ends once
+            return weights[k] if k in (0, points - 1) else 0.5 * weights[k]
+
+        for n in range(points - 1):
+            k = points - 1 - n  # echo step n starts at s_n, i.e. at t_k of the forward grid
+            if mode != "final":
+                p = p + nudge(q, k, kick_weight(k))
+            p = p - 0.5 * Integrator._potential_point(model, q, rep(x[:, k]), step, weight_rows, 0.5, contrast)
+            q = q + Integrator._kinetic_point(model, p, step, weight_rows, 1.0, contrast)
+            p = p - 0.5 * Integrator._potential_point(model, q, rep(x[:, k - 1]), step, weight_rows, 0.5, contrast)
+            if mode != "final":
+                p = p + nudge(q, k - 1, kick_weight(k - 1))
+        self._initial_state_term(model, x, q, p, batch, denominator, params, direct)
+        for p_, g in zip(params, contrast.grads):
+            if g is not None:
+                direct[id(p_)] -= g / denominator
+        return {name: direct[id(p_)] / batch for name, p_ in model.named_parameters() if p_.requires_grad}
+
+    @staticmethod
+    def _initial_state_term(model, x, q, p, batch, denominator, params, direct) -> None:
+        with torch.enable_grad():
+            q0, p0 = model.init_state(x)
+            lam_p = (q[:batch] - q[batch:]) / denominator
+            lam_q = (p[:batch] - p[batch:]) / denominator
+            outs = [(t, c) for t, c in ((q0, lam_q), (p0, lam_p)) if t.requires_grad]
+            if outs:
+                grads = torch.autograd.grad([t for t, _ in outs], params, grad_outputs=[c for _, c in outs],
+                                            allow_unused=True)
+                for p_, g in zip(params, grads):
+                    if g is not None:
+                        direct[id(p_)] += g
