@@ -114,14 +114,14 @@ def _encode(labels: np.ndarray, classes: list[str], path: Path) -> np.ndarray:
 
 
 def load_uea(
-    name: str,
+    problem: str,
     root: str | os.PathLike,
     standardize: str = "none",
     missing: str = "raise",
     limit_train: int | None = None,
     limit_test: int | None = None,
 ) -> Splits:
-    """A UEA/UCR problem from ``root/<name>/<name>_TRAIN.ts`` and ``_TEST.ts`` (or directly in ``root``).
+    """UEA/UCR ``problem`` from ``root/<problem>/<problem>_TRAIN.ts`` and ``_TEST.ts`` (or directly in ``root``).
 
     x float32 ``[N, T, C]``; y int64 indices into the train file's declared class labels.
     ``missing``: ``"raise"`` on a ``?`` value, or ``"zero"`` to replace missing values by 0 (before
@@ -129,6 +129,7 @@ def load_uea(
     """
     if missing not in ("raise", "zero"):
         raise ConfigurationError(f"missing must be 'raise' or 'zero', got {missing!r}.")
+    name = str(problem)
     base = Path(root).expanduser()
     how = (f"download {name}.zip from https://www.timeseriesclassification.com (the .ts files) and unpack it "
            f"so that {name}_TRAIN.ts and {name}_TEST.ts lie in {base / name}.")

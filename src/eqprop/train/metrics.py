@@ -1,0 +1,126 @@
+"""Metrics of a run: CSV files, TensorBoard scalars (when tensorboard is installed) and a plot.
+
+``steps.csv``: one row per optimizer step (step, epoch, loss, accuracy); ``metrics.csv``: one row
+per epoch (train and test loss and accuracy, seconds). Floats are written with ``repr`` so that
+two runs can be compared bit for bit. On resume, rows after the checkpoint are dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "plot_learning_curve", "read_csv"]
+
+log = logging.getLogger(__name__)
+
+STEP_FIELDS = ["step", "epoch", "loss", "accuracy"]
+EPOCH_FIELDS = ["epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"]
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file as dictionaries (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _fmt(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class MetricsLogger:
+    """Append step and epoch metrics to CSV files and TensorBoard; a no-op on non-main ranks."""
+
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None, resume_epoch: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.steps_path = self.run_dir / "steps.csv"
+        self.epochs_path = self.run_dir / "metrics.csv"
+        self._truncate(self.steps_path, STEP_FIELDS, "step", resume_step)
+        self._truncate(self.epochs_path, EPOCH_FIELDS, "epoch", resume_epoch)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # pragma: no cover - depends on the environment
+                log.warning("tensorboard is not installed; metrics go to CSV only (pip install tensorboard).")
+            else:
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
+
+    @staticmethod
+    def _truncate(path: Path, fields: list[str], key: str, keep_up_to: int | None) -> None:
+        """Start the file afresh, keeping (on resume) only the rows with ``key`` ≤ ``keep_up_to``."""
+        rows = [r for r in read_csv(path) if keep_up_to is not None and int(r[key]) <= keep_up_to]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _append(self, path: Path, fields: list[str], row: dict[str, Any]) -> None:
+        with open(path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=fields).writerow({k: _fmt(row[k]) for k in fields})
+
+    def log_step(self, step: int, epoch: int, loss: float, accuracy: float) -> None:
+        if not self.enabled:
+            return
+        self._append(self.steps_path, STEP_FIELDS, {"step": step, "epoch": epoch, "loss": loss, "accuracy": accuracy})
+        if self.writer is not None:
+            self.writer.add_scalar("train/step_loss", loss, step)
+            self.writer.add_scalar("train/step_accuracy", accuracy, step)
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._append(self.epochs_path, EPOCH_FIELDS, row)
+        if self.writer is not None:
+            for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+                split, name = key.split("_", 1)
+                self.writer.add_scalar(f"{split}/{name}", row[key], row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def plot_learning_curve(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, title: str = "") -> Path | None:
+    """Plot loss and accuracy per epoch (train and test) from ``metrics.csv`` into a PNG."""
+    rows = read_csv(metrics_csv)
+    if not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - depends on the environment
+        log.warning("matplotlib is not installed; no learning-curve plot (pip install matplotlib).")
+        return None
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split, style in (("train", "-o"), ("test", "-s")):
+        ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], style, label=split, markersize=3)
+        ax_acc.plot(epochs, [100 * float(r[f"{split}_accuracy"]) for r in rows], style, label=split, markersize=3)
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
