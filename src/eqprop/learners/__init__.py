@@ -2,9 +2,11 @@
 
 from .base import Estimate, Learner, StepOutput
 from .contrastive import ContrastiveLearning, CoupledLearning
+from .continual_ep import ContinualEP, EPUpdates, ep_updates
 from .ep import EP
+from .holomorphic_ep import HolomorphicEP
 from .rhel import RHEL
 from .rhel_continuous import ContinuousRHEL
 
-__all__ = ["Learner", "Estimate", "StepOutput", "EP", "ContrastiveLearning", "CoupledLearning"]
+__all__ = ["Learner", "Estimate", "StepOutput", "EP", "ContrastiveLearning", "CoupledLearning", "ContinualEP", "EPUpdates", "ep_updates", "HolomorphicEP"]
 __all__ += ['RHEL', 'ContinuousRHEL']

@@ -84,7 +84,7 @@ class EnergyModel(nn.Module):
             else:
                 leaves = tuple(s.detach().requires_grad_() for s in state)
             e = self.energy(leaves, x).sum()
-            grads = torch.autograd.grad(e, leaves, create_graph=create_graph)
+            grads = _holomorphic_grad(e, leaves, create_graph)
         return tuple(grads)
 
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
@@ -105,6 +105,9 @@ class EnergyModel(nn.Module):
         with torch.enable_grad():
             leaves = tuple(s.detach().requires_grad_() for s in state)
             o = self.output(leaves)
+            if o.is_complex():  # Jᵀv for a holomorphic output: torch's backward conjugates
+                grads = torch.autograd.grad(o, leaves, grad_output.conj(), allow_unused=True)
+                return tuple(None if g is None else g.conj() for g in grads)
             grads = torch.autograd.grad(o, leaves, grad_output, allow_unused=True)
         return tuple(grads)
 
@@ -145,7 +148,7 @@ class HopfieldEnergy(EnergyModel):
             else:
                 leaves = tuple(s.detach().requires_grad_() for s in state)
             phi = self.primitive(leaves, x).sum()
-            grads = torch.autograd.grad(phi, leaves, create_graph=create_graph)
+            grads = _holomorphic_grad(phi, leaves, create_graph)
         return tuple(grads)
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
@@ -156,6 +159,14 @@ class HopfieldEnergy(EnergyModel):
         from ..solvers import FixedPoint
 
         return FixedPoint(tol=1e-6, max_steps=500)
+
+
+def _holomorphic_grad(value: Tensor, leaves, create_graph: bool):
+    """dvalue/ds; for a complex (holomorphic) value, the complex derivative conj(∂Re value/∂s̄)."""
+    if not value.is_complex():
+        return torch.autograd.grad(value, leaves, create_graph=create_graph)
+    grads = torch.autograd.grad(value.real, leaves, create_graph=create_graph)
+    return tuple(g.conj() for g in grads)
 
 
 def _legendre_grad(activation: Activation, s: Tensor) -> Tensor:
