@@ -275,6 +275,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "per_rank": per_rank,
             "world_size": self.dist.world_size,
+            "data_seed": self.sampler.seed,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -306,6 +307,7 @@ class Trainer:
         self.learner.load_state_dict(mine["learner"])
         set_rng_state(mine["rng"])
         self.epoch, self.batch_in_epoch, self.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        self.sampler.seed = int(ckpt["data_seed"])  # the data order of every epoch follows from it
         self._epoch_totals = list(ckpt["epoch_totals"])
         self._epoch_seconds = float(ckpt.get("epoch_seconds", 0.0))
         self.history = list(ckpt["history"])
