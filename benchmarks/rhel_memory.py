@@ -1,0 +1,91 @@
+"""Peak memory and wall time of RHEL vs BPTT for the same HSSM at T = 1k, 10k, 50k (CPU).
+
+    python benchmarks/rhel_memory.py                    # T = 1000 10000 50000
+    python benchmarks/rhel_memory.py --steps 1000 5000  # quicker
+
+Each (learner, T) runs in a fresh subprocess: it builds the model and the input, does a short
+warm-up, records its peak resident set size (ru_maxrss), runs one gradient computation
+(``learner.grads``) and records the peak again. "extra" is the increase of the peak over the
+process's peak before the gradient (interpreter, torch, model and input included there), i.e.
+the memory the gradient computation itself needed; "total" is the process peak. Ratios printed
+are measured in this one run. RHEL keeps no trajectory, so its extra memory should not grow
+with T; BPTT stores the graph of every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def worker(method: str, steps: int, batch: int, hidden: int, layers: int, threads: int) -> dict:
+    import torch
+
+    from eqprop.baselines import BPTT
+    from eqprop.costs import CrossEntropy
+    from eqprop.learners import RHEL
+    from eqprop.models import HSSM
+    from eqprop.solvers import PositionVerlet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = HSSM(1, hidden, 10, num_layers=layers, hru="linear")
+    x = torch.randn(batch, steps, 1)
+    y = torch.randint(0, 10, (batch,))
+    learner = RHEL(1e-2, integrator=PositionVerlet(), cost=CrossEntropy()) if method == "rhel" else \
+        BPTT(integrator=PositionVerlet(), cost=CrossEntropy())
+    learner.grads(model, x[:, :50], y)  # warm-up: allocator, lazy imports
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    learner.grads(model, x, y)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": method, "steps": steps, "seconds": seconds, "total_mb": after / 1024,
+            "extra_mb": (after - before) / 1024}
+
+
+def run(method: str, steps: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--steps", str(steps), "--batch", str(args.batch),
+           "--hidden", str(args.hidden), "--layers", str(args.layers), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker", choices=["rhel", "bptt"], default=None)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps[0], args.batch, args.hidden, args.layers, args.threads)))
+        return
+    print(f"HSSM: {args.layers} linear-HRU layers, width {args.hidden}, batch {args.batch}, float32, "
+          f"{args.threads} thread(s); one gradient per run")
+    print(f"{'T':>7} {'method':>6} {'time s':>8} {'extra MB':>9} {'total MB':>9}")
+    results: dict[tuple[str, int], dict] = {}
+    for steps in args.steps:
+        for method in ("rhel", "bptt"):
+            r = run(method, steps, args)
+            results[(method, steps)] = r
+            print(f"{steps:>7} {method:>6} {r['seconds']:>8.2f} {r['extra_mb']:>9.1f} {r['total_mb']:>9.1f}", flush=True)
+    first, last = args.steps[0], args.steps[-1]
+    rhel_first, rhel_last = results[("rhel", first)], results[("rhel", last)]
+    print(f"RHEL total peak memory T={last} / T={first}: {rhel_last['total_mb'] / rhel_first['total_mb']:.3f}")
+    print(f"RHEL extra memory T={last} / T={first}: {rhel_last['extra_mb']:.1f} MB / {rhel_first['extra_mb']:.1f} MB")
+    for steps in args.steps:
+        r, b = results[("rhel", steps)], results[("bptt", steps)]
+        print(f"T={steps}: time RHEL/BPTT = {r['seconds'] / b['seconds']:.2f}, "
+              f"total memory RHEL/BPTT = {r['total_mb'] / b['total_mb']:.3f}, "
+              f"extra memory BPTT = {b['extra_mb']:.0f} MB vs RHEL {r['extra_mb']:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
