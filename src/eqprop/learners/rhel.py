@@ -178,9 +178,10 @@ class RHEL(Learner):
                     contrast = contrasts[index]
                     contrast.input_grad = None
                     u = z_in[index].detach()
-                    states[index] = self.integrator.echo_step(layers[index], *states[index],
-                                                              u.repeat(copies, *([1] * (u.dim() - 1))),
-                                                              dts[index], weight_rows, contrast)
+                    with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
+                        states[index] = self.integrator.echo_step(layers[index], *states[index],
+                                                                  u.repeat(copies, *([1] * (u.dim() - 1))),
+                                                                  dts[index], weight_rows, contrast)
                     delta_u = None
                     if contrast.input_grad is not None:
                         delta_u = -contrast.input_grad.reshape(copies, batch, *u.shape[1:]).sum(0) / denominator
