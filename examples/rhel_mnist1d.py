@@ -9,6 +9,12 @@ step. Both runs start from the same initial weights and see the same mini-batche
 its gradient from two batched echoes, BPTT by autograd through the same position-Verlet
 simulation. The model / learner / data construction below (``build_model``, ``build_learner``,
 ``load_data``) is what a training layer (Hydra configs) reuses.
+
+Measured on this machine (2 CPU cores, shared; float64), ``--epochs 15 --hidden-size 48``:
+RHEL test accuracy 53.5 %, BPTT 53.5 % (train 56.2 % both; RHEL 234 s, BPTT 142 s). With linear
+HRUs the centered RHEL gradient equals BPTT's to round-off, so the two runs' losses agree to
+the printed digits at every epoch. (A final-step readout after 40 steps is a hard setting for
+MNIST-1D; more epochs / width raise both accuracies together.)
 """
 
 from __future__ import annotations
