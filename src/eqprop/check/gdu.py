@@ -110,7 +110,7 @@ class GDUReport:
             for ax in row[len(row):]:
                 ax.axis("off")
         for ax in axes[1]:
-            ax.set_xlabel("t (nudged step) / k (transitions from the end)")
+            ax.set_xlabel("t (nudged step = transition from the end)", fontsize=8)
         axes[0][0].plot([], [], "k-", label=r"$\Delta^{EP}(\beta, t)$")
         axes[0][0].plot([], [], "k--", label=r"$-\nabla^{BPTT}(t)$")
         axes[0][0].legend(fontsize=8)
