@@ -85,6 +85,8 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if cfg.dtype not in _DTYPES:
         raise ConfigurationError(f"dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}.")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     ctx = init_distributed(cfg.trainer.get("backend", "auto"), cfg.device)
     device = _device(cfg.device, ctx)
     determinism = seed_everything(int(cfg.seed), bool(cfg.deterministic))

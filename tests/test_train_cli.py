@@ -1,0 +1,87 @@
+"""The Hydra layer: every config composes and trains a step; the command line, sweeps and its errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("hydra")
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from eqprop.train import read_csv, run  # noqa: E402
+from eqprop.train.app import CONFIG_DIR  # noqa: E402
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+QUICK = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.plot=false", "trainer.max_steps=1",
+         "trainer.batch_size=4"]
+
+
+def compose_run(overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_takes_a_step(experiment, tmp_path):
+    cfg = compose_run([f"experiment={experiment}", *QUICK])
+    result = run(cfg, run_dir=tmp_path)
+    assert result["stopped"] and result["step"] == 1
+    assert len(read_csv(tmp_path / "steps.csv")) == 1
+    assert (tmp_path / "resolved_config.yaml").exists() and (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("learner", ["ep_positive", "ep_negative", "ep_random_sign", "cl", "cpl", "bptt", "implicit", "cep"])
+def test_every_static_learner_config_takes_a_step(learner, tmp_path):
+    result = run(compose_run([f"learner={learner}", "solver.max_steps=5", *QUICK]), run_dir=tmp_path)
+    assert result["step"] == 1
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "eqprop.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_command_line_run_prints_test_accuracy(tmp_path):
+    proc = cli("trainer.epochs=1", "trainer.batch_size=64", "solver.max_steps=5", "trainer.progress=false",
+               f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy:" in proc.stdout
+    assert (tmp_path / "run" / "learning_curve.png").exists() and (tmp_path / "run" / "run_info.json").exists()
+
+
+def test_multirun_sweeps_over_beta(tmp_path):
+    proc = cli("--multirun", "learner.beta=0.2,0.5", "trainer.max_steps=2", "trainer.progress=false",
+               "solver.max_steps=5", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert runs == ["learner.beta=0.2,solver.max_steps=5", "learner.beta=0.5,solver.max_steps=5"]
+    assert all(len(read_csv(tmp_path / "sweep" / r / "steps.csv")) == 2 for r in runs)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("learner=nonexistent", "Could not find 'learner/nonexistent'"),
+    ("trainer.epohcs=3", "epohcs"),
+    ("dtype=float8", "dtype must be one of"),
+])
+def test_unknown_options_are_clear_errors(override, message, tmp_path):
+    proc = cli(override, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+
+
+def test_resume_from_the_command_line(tmp_path):
+    args = ["trainer.epochs=1", "trainer.batch_size=64", "solver.max_steps=5", "trainer.progress=false",
+            "trainer.tensorboard=false", f"hydra.run.dir={tmp_path}/run"]
+    first = cli(*args, "trainer.max_steps=3", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert len(read_csv(tmp_path / "run" / "steps.csv")) == 3
+    second = cli(*args, "resume=true", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Resumed from" in second.stderr + second.stdout and "test accuracy:" in second.stdout
+    steps = [int(r["step"]) for r in read_csv(tmp_path / "run" / "steps.csv")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 23  # ceil(1438 / 64)
