@@ -62,7 +62,7 @@ class SquaredError(Cost):
         return 0.5 * (diff * diff).sum(dim=-1)
 
     def grad(self, output: Tensor, target: Tensor) -> Tensor:
-        return output - target.to(output.dtype)
+        return output - (target if target.dtype == output.dtype else target.to(output.dtype))
 
     def check_target(self, output: Tensor, target: Tensor) -> None:
         if target.shape != output.shape:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError, ShapeError
 
-__all__ = ["Estimate", "StepOutput", "Learner", "check_inputs", "check_beta", "complete_grads"]
+__all__ = ["Estimate", "StepOutput", "Learner", "check_inputs", "check_beta", "complete_grads", "all_finite"]
 
 
 @dataclass
@@ -69,7 +69,7 @@ def check_inputs(model: nn.Module, x: Tensor, y: Tensor | None) -> None:
     if x.dim() == 0 or x.shape[0] == 0:
         raise ShapeError(f"The input must have a non-empty batch as its first axis, got shape {tuple(x.shape)}.")
     if x.is_floating_point() or x.is_complex():
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite([x]):
             raise NonFiniteError("The input contains NaN or infinity; clean the data before training.")
         dtype = _model_dtype(model)
         if dtype is not None and x.dtype != dtype and not x.is_complex():
@@ -85,24 +85,45 @@ def check_inputs(model: nn.Module, x: Tensor, y: Tensor | None) -> None:
             raise ShapeError(f"The target has {got} but the input has a batch of {x.shape[0]}; pass one target per sample.")
 
 
+def all_finite(tensors: list[Tensor]) -> bool:
+    """True when no tensor holds NaN or ±inf (one reduction per tensor, one sync in all).
+
+    A sum is non-finite whenever an element is; only when the total is non-finite is the exact
+    element-wise check run, so finite values whose sum overflows are not mistaken for NaN.
+    """
+    total = None
+    for t in tensors:
+        if t.numel():
+            partial = t.sum()
+            total = partial if total is None else total + partial
+    if total is None or bool(torch.isfinite(total)):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
     for p in model.parameters():
         return p.dtype
     return None
 
 
-def complete_grads(model: nn.Module, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+def trainable(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """The (name, parameter) pairs that receive a gradient."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def complete_grads(model: nn.Module, grads: dict[str, Tensor], params: list | None = None) -> dict[str, Tensor]:
     """Every trainable parameter gets an entry (zeros where the estimator has no term)."""
     out: dict[str, Tensor] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
+    for name, p in trainable(model) if params is None else params:
         g = grads.get(name)
         if g is None:
             g = torch.zeros_like(p)
         elif g.shape != p.shape:
             raise ShapeError(f"Gradient for {name} has shape {tuple(g.shape)}, expected {tuple(p.shape)}.")
-        out[name] = g.detach().to(p.dtype)
+        if g.requires_grad:
+            g = g.detach()
+        out[name] = g if g.dtype == p.dtype else g.to(p.dtype)
     return out
 
 
@@ -129,27 +150,30 @@ class Learner:
 
     def step(self, model: nn.Module, x: Tensor, y: Tensor) -> StepOutput:
         """Add dL/dθ into ``p.grad`` (as ``loss.backward()`` would) and return the loss."""
-        est = self._run(model, x, y)
-        for name, p in model.named_parameters():
-            if name not in est.grads:
-                continue
+        params: list = []
+        est = self._run(model, x, y, params)
+        for name, p in params:
             g = est.grads[name]
             if p.grad is None:
-                p.grad = g.clone()
+                p.grad = g  # a fresh tensor the learner owns: no copy (out.grads aliases p.grad)
             else:
                 p.grad.add_(g)
         return StepOutput(loss=est.loss, prediction=est.prediction, grads=est.grads, info=est.info)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, params: list | None = None) -> Estimate:
+        """Validate, estimate, complete; ``params`` (a list) is filled with the trainable pairs."""
         check_inputs(model, x, y)
         est = self.estimate(model, x, y)
-        est.grads = complete_grads(model, est.grads)
-        for name, g in est.grads.items():
-            if not bool(torch.isfinite(g).all()):
-                raise NonFiniteError(
-                    f"The gradient of {name} is not finite; the dynamics diverged — lower the step "
-                    f"size, β or the learning rate."
-                )
+        pairs = trainable(model)
+        if params is not None:
+            params.extend(pairs)
+        est.grads = complete_grads(model, est.grads, pairs)
+        if not all_finite(list(est.grads.values())):
+            name = next(n for n, g in est.grads.items() if not bool(torch.isfinite(g).all()))
+            raise NonFiniteError(
+                f"The gradient of {name} is not finite; the dynamics diverged — lower the step "
+                f"size, β or the learning rate."
+            )
         return est
 
     # -- state (random generators, running quantities) ----------------------------------------

@@ -77,27 +77,33 @@ class EnergyLearner(Learner):
         phases: Sequence[tuple[tuple[Tensor, ...], float, float]],
     ) -> dict[str, Tensor]:
         """Σ_phase coefficient · mean_b ∂_θF(s_phase, β_phase) for phases (state, coefficient, β)."""
-        batch = x.shape[0]
+        n = len(phases)
         state = concat_states([p[0] for p in phases])
-        weights = torch.cat(
-            [torch.full((batch,), c / batch, dtype=state[0].real.dtype, device=x.device) for _, c, _ in phases]
+        return self.contrast_batched(
+            model, repeat_batch(x, n), repeat_batch(y, n), state, [c for _, c, _ in phases], [b for _, _, b in phases]
         )
-        xs = repeat_batch(x, len(phases))
-        grads = model.param_grads(state, xs, weights)
-        nudge_weights = torch.cat(
-            [torch.full((batch,), c * b / batch, dtype=state[0].real.dtype, device=x.device) for _, c, b in phases]
-        )
-        if not model.output_is_parameter_free and bool(nudge_weights.ne(0).any()):
-            params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-            with torch.enable_grad():
-                cost = self.cost(model.output(tuple(s.detach() for s in state)), repeat_batch(y, len(phases)))
-                nudge_term = (cost * nudge_weights).sum()
-                extra = (
-                    torch.autograd.grad(nudge_term, list(params.values()), allow_unused=True)
-                    if nudge_term.requires_grad
-                    else [None] * len(params)
-                )
-            for (name, _), g in zip(params.items(), extra):
-                if g is not None:
-                    grads[name] = grads[name] + g
+
+    def contrast_batched(self, model, xs: Tensor, ys: Tensor, state, coefficients, betas) -> dict[str, Tensor]:
+        """:meth:`contrast` for phases already stacked along the batch (block i: coefficients[i], betas[i])."""
+        n = len(coefficients)
+        batch = xs.shape[0] // n
+        dtype = state[0].real.dtype
+
+        def per_sample(values):
+            return torch.cat([torch.full((batch,), v / batch, dtype=dtype, device=xs.device) for v in values])
+
+        grads = model.param_grads(state, xs, per_sample(coefficients))
+        nudge_values = [c * b for c, b in zip(coefficients, betas)]
+        if model.output_is_parameter_free or not any(nudge_values):
+            return grads
+        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        with torch.enable_grad():
+            cost = self.cost(model.output(tuple(s.detach() for s in state)), ys)
+            nudge_term = (cost * per_sample(nudge_values)).sum()
+            if not nudge_term.requires_grad:  # the output has no trainable parameter after all
+                return grads
+            extra = torch.autograd.grad(nudge_term, list(params.values()), allow_unused=True)
+        for name, g in zip(params, extra):
+            if g is not None:
+                grads[name] = grads[name] + g
         return grads

@@ -87,28 +87,37 @@ class EP(EnergyLearner):
         self.cost.check_target(out, y)
         loss = self.cost.loss(out, y).detach()
         beta1, beta2 = self.betas()
-        nudged, statuses = self.nudged_phases(model, x, y, context, free, [b for b in (beta1, beta2) if b != 0.0])
-        states = dict(zip([b for b in (beta1, beta2) if b != 0.0], nudged))
-        states[0.0] = free
         scale = 1.0 / (beta2 - beta1)
-        grads = self.contrast(model, x, y, [(states[beta2], scale, beta2), (states[beta1], -scale, beta1)])
-        info: dict[str, Any] = {"free": free_status, "nudged": statuses, "betas": (beta1, beta2)}
+        info: dict[str, Any] = {"free": free_status, "betas": (beta1, beta2)}
+        if beta1 != 0.0 and self.batch_phases:  # centered: both phases in one batch, kept stacked
+            xs, ys = repeat_batch(x, 2), repeat_batch(y, 2)
+            state, status = self._relax(model, xs, ys, context, free, [beta1, beta2])
+            info["nudged"] = [status]
+            grads = self.contrast_batched(model, xs, ys, state, [-scale, scale], [beta1, beta2])
+        else:
+            nudged, info["nudged"] = self.nudged_phases(model, x, y, context, free, [b for b in (beta1, beta2) if b != 0.0])
+            states = dict(zip([b for b in (beta1, beta2) if b != 0.0], nudged))
+            states[0.0] = free
+            grads = self.contrast(model, x, y, [(states[beta2], scale, beta2), (states[beta1], -scale, beta1)])
         return Estimate(grads=grads, loss=loss, prediction=out.detach(), info=info)
 
-    def nudged_phases(self, model, x, y, context, free, betas):
-        """Relax s^β for each β in ``betas`` from the free state (one batch when allowed)."""
+    def _relax(self, model, xs, ys, context, free, betas):
+        """Relax the nudged phases for ``betas`` stacked along the batch (xs, ys already repeated)."""
         solver = self.nudged_solver if self.nudged_solver is not None else self.solver_for(model)
-        if len(betas) > 1 and self.batch_phases:
-            n, batch = len(betas), x.shape[0]
-            beta = torch.cat([torch.full((batch,), b, dtype=free[0].real.dtype, device=x.device) for b in betas])
-            nudge = Nudge(self.cost, repeat_batch(y, n), beta)
-            state, status = solver.solve(
-                model, repeat_batch(x, n), concat_states([free] * n), context=repeat_batch(context, n), nudge=nudge
-            )
+        n, batch = len(betas), free[0].shape[0]
+        beta = torch.cat([torch.full((batch,), b, dtype=free[0].real.dtype, device=xs.device) for b in betas])
+        return solver.solve(
+            model, xs, concat_states([free] * n), context=repeat_batch(context, n), nudge=Nudge(self.cost, ys, beta)
+        )
+
+    def nudged_phases(self, model, x, y, context, free, betas):
+        """Relax s^β for each β in ``betas`` from the free state; returns (states, statuses)."""
+        n = len(betas)
+        if n > 1 and self.batch_phases:
+            state, status = self._relax(model, repeat_batch(x, n), repeat_batch(y, n), context, free, betas)
             return split_state(state, n), [status]
-        results = [
-            solver.solve(model, x, free, context=context, nudge=Nudge(self.cost, y, b)) for b in betas
-        ]
+        solver = self.nudged_solver if self.nudged_solver is not None else self.solver_for(model)
+        results = [solver.solve(model, x, free, context=context, nudge=Nudge(self.cost, y, b)) for b in betas]
         return [r[0] for r in results], [r[1] for r in results]
 
     def state_dict(self) -> dict[str, Any]:

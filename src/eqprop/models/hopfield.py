@@ -89,12 +89,15 @@ class HopfieldMLP(HopfieldEnergy):
         if not self.closed_form:
             return super().primitive_grad(state, x, context, create_graph)
         drive0 = self.prepare(x) if context is None else context
+        # Fetch the parameters once per call and use plain tensor ops: this runs at every
+        # relaxation step, where module-call and attribute overheads would dominate.
+        weights = [(layer.weight, layer.bias) for layer in self.layers]
         out = []
         n = len(state)
         for k in range(n):
-            h = drive0 if k == 0 else self.layers[k](state[k - 1])
+            h = drive0 if k == 0 else torch.nn.functional.linear(state[k - 1], *weights[k])
             if k + 1 < n:
-                h = h + state[k + 1] @ self.layers[k + 1].weight
+                h = h + state[k + 1] @ weights[k + 1][0]
             out.append(h)
         return tuple(out)
 
@@ -103,10 +106,11 @@ class HopfieldMLP(HopfieldEnergy):
             return super().param_grads(state, x, weights)
         below = (x.reshape(x.shape[0], -1),) + tuple(state[:-1])
         grads: dict[str, Tensor] = {}
-        for k, (layer, b, s) in enumerate(zip(self.layers, below, state)):
-            ws = s * weights[:, None]
-            grads[f"layers.{k}.weight"] = -(ws.transpose(0, 1) @ b)
-            grads[f"layers.{k}.bias"] = -ws.sum(dim=0)
+        negative = -weights[:, None]  # ∂E/∂θ = −∂Φ/∂θ: fold the sign into the weights
+        for k, (b, s) in enumerate(zip(below, state)):
+            ws = s * negative
+            grads[f"layers.{k}.weight"] = ws.transpose(0, 1) @ b
+            grads[f"layers.{k}.bias"] = ws.sum(dim=0)
         return grads
 
     def _check_input(self, x: Tensor) -> None:

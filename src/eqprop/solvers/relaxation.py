@@ -44,17 +44,33 @@ class Nudge:
         grad_out = self.cost.grad(model.output(state), self.target)
         beta = self.beta
         if isinstance(beta, Tensor):
-            beta = beta.reshape((-1,) + (1,) * (grad_out.dim() - 1)).to(grad_out.dtype)
+            if beta.dim() != grad_out.dim():  # reshape once, to broadcast over the output axes
+                beta = self.beta = beta.reshape((-1,) + (1,) * (grad_out.dim() - 1))
+            if beta.dtype != grad_out.dtype:
+                beta = self.beta = beta.to(grad_out.dtype)
         return model.output_grad_to_state(state, beta * grad_out)
 
 
 @dataclass
 class SolverStatus:
-    """How a relaxation ended: the steps taken, the residual reached and whether it met ``tol``."""
+    """How a relaxation ended: the steps taken, the residual reached and whether it met ``tol``.
+
+    With ``tol=None`` (a fixed number of steps) the residual of the last step is computed only
+    when first read, so fixed-step training pays nothing for it.
+    """
 
     steps: int
-    residual: float
+    _residual: float | None
     converged: bool
+    _last_step: tuple | None = None
+
+    @property
+    def residual(self) -> float:
+        if self._residual is None:
+            old, new, scale = self._last_step
+            self._residual = _max_change(old, new) / scale
+            self._last_step = None
+        return self._residual
 
     def __str__(self) -> str:
         word = "converged" if self.converged else "did not converge"
@@ -84,6 +100,9 @@ class Relaxation:
     def residual_scale(self) -> float:
         return 1.0
 
+    def check_model(self, model) -> None:
+        """Raise a ConfigurationError if this solver cannot relax ``model`` (called once per solve)."""
+
     def solve(
         self,
         model,
@@ -100,6 +119,7 @@ class Relaxation:
 
         ``differentiable=True`` keeps the autograd graph through every step (BPTT).
         """
+        self.check_model(model)
         if context is None:
             context = model.prepare(x)
         state = _apply_clamp(tuple(state), clamp)
@@ -109,18 +129,22 @@ class Relaxation:
         with grad_mode:
             for t in range(steps):
                 new_state = self.step(model, x, state, context, nudge, clamp)
-                last = t == steps - 1
-                if self.tol is not None or last:
-                    residual = _max_change(state, new_state) / self.residual_scale()
+                if self.tol is None:
+                    previous, state = state, new_state
+                    continue
+                residual = _max_change(state, new_state) / self.residual_scale()
                 state = new_state
-                if self.tol is not None and residual <= self.tol:
+                if residual <= self.tol:
                     break
+        if self.tol is None:  # fixed number of steps: the residual is computed when read
+            detached = (tuple(s.detach() for s in previous), tuple(s.detach() for s in state))
+            return state, SolverStatus(t + 1, None, True, detached + (self.residual_scale(),))
         if not math.isfinite(residual):
             raise NonFiniteError(
                 f"The relaxation diverged (residual {residual}); lower the step size or β, or check the weights."
             )
         converged = self.tol is None or residual <= self.tol
-        status = SolverStatus(steps=t + 1, residual=residual, converged=converged)
+        status = SolverStatus(t + 1, residual, converged)
         if not converged:
             message = (
                 f"{type(self).__name__} stopped at max_steps={steps} with residual {residual:.3e} > "
@@ -157,7 +181,14 @@ class GradientDescent(Relaxation):
         return _apply_clamp(model.project(new), clamp)
 
 
-class FixedPoint(Relaxation):
+class _HopfieldSolver(Relaxation):
+    """A solver of Hopfield-form energies (it needs ``primitive_grad`` and ``activations``)."""
+
+    def check_model(self, model) -> None:
+        _require_hopfield(model, self)
+
+
+class FixedPoint(_HopfieldSolver):
     """s ← ρ(∂Φ/∂s − β ∂C/∂s), every layer at once (Hopfield-form energies, synchronous update).
 
     Residual: ‖Δs‖_∞. For layered networks each layer update is that layer's exact minimiser
@@ -171,12 +202,11 @@ class FixedPoint(Relaxation):
 
     def drive(self, model, x, state, context, nudge):
         """The pre-activation u = ∂Φ/∂s − β ∂C/∂s of one step (the step is s ← ρ(u))."""
-        _require_hopfield(model, self)
         drive = model.primitive_grad(state, x, context, create_graph=torch.is_grad_enabled())
         return _add_nudge(drive, model, state, nudge, sign=-1.0)
 
 
-class Asynchronous(Relaxation):
+class Asynchronous(_HopfieldSolver):
     """Even/odd layer blocks (the comparative study's asynchronous update): odd-indexed layers
     first from the current state, then even-indexed layers from the updated one.
 
@@ -185,7 +215,6 @@ class Asynchronous(Relaxation):
     """
 
     def step(self, model, x, state, context, nudge, clamp):
-        _require_hopfield(model, self)
         differentiable = torch.is_grad_enabled()
         state = list(state)
         n = len(state)
@@ -210,7 +239,9 @@ def _add_nudge(grads, model, state, nudge: Nudge | None, sign: float = 1.0):
     if nudge is None:
         return grads
     force = nudge.force(model, state)
-    return tuple(g if f is None else g + sign * f for g, f in zip(grads, force))
+    if sign < 0:
+        return tuple(g if f is None else g - f for g, f in zip(grads, force))
+    return tuple(g if f is None else g + f for g, f in zip(grads, force))
 
 
 def _apply_clamp(state, clamp):
