@@ -4,7 +4,7 @@
     python examples/train_digits.py --learner ep    # EP only
 
 A plain PyTorch loop: the learner writes dL/dθ into .grad, any torch optimizer applies it.
-Measured (seed 0, 30 epochs, float32): see docs/learners/ep.md.
+Measured (30 epochs, float32, seeds 0/1/2): EP 99.16 / 98.61 / 98.61 %, BPTT 99.16 / 98.61 / 98.89 %.
 """
 
 from __future__ import annotations
