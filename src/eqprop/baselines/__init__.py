@@ -6,3 +6,7 @@ from .implicit import ImplicitDifferentiation
 
 __all__ = ["BPTT", "ImplicitDifferentiation"]
 __all__ += ['Adjoint']
+
+from .chained import ChainedBackprop
+
+__all__ += ["ChainedBackprop"]

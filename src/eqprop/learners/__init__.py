@@ -10,3 +10,7 @@ from .rhel_continuous import ContinuousRHEL
 
 __all__ = ["Learner", "Estimate", "StepOutput", "EP", "ContrastiveLearning", "CoupledLearning", "ContinualEP", "EPUpdates", "ep_updates", "HolomorphicEP"]
 __all__ += ['RHEL', 'ContinuousRHEL']
+
+from .ff_ebm import ChainedEP, LinearCost
+
+__all__ += ["ChainedEP", "LinearCost"]

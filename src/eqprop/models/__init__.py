@@ -9,3 +9,7 @@ from .hssm import HSSM
 
 __all__ = ["EnergyModel", "HopfieldEnergy", "HopfieldMLP", "Activation", "ACTIVATIONS", "get_activation", "State"]
 __all__ += ['HamiltonianModel', 'LinearHRU', 'NonlinearHRU', 'HSSM']
+
+from .ff_ebm import FFEBM, hopfield_chain
+
+__all__ += ["FFEBM", "hopfield_chain"]
