@@ -18,6 +18,8 @@ from eqprop.train.app import CONFIG_DIR  # noqa: E402
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 QUICK = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.plot=false", "trainer.max_steps=1",
          "trainer.batch_size=4"]
+TINY = ["trainer.progress=false", "trainer.tensorboard=false", "trainer.plot=false", "trainer.epochs=1",
+        "trainer.batch_size=4", "data.limit_train=8", "data.limit_test=6"]
 
 
 def compose_run(overrides):
@@ -26,11 +28,11 @@ def compose_run(overrides):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_takes_a_step(experiment, tmp_path):
-    cfg = compose_run([f"experiment={experiment}", *QUICK])
+def test_every_experiment_composes_trains_and_evaluates(experiment, tmp_path):
+    cfg = compose_run([f"experiment={experiment}", *TINY])
     result = run(cfg, run_dir=tmp_path)
-    assert result["stopped"] and result["step"] == 1
-    assert len(read_csv(tmp_path / "steps.csv")) == 1
+    assert not result["stopped"] and result["step"] == 2 and 0.0 <= result["test_accuracy"] <= 1.0
+    assert len(read_csv(tmp_path / "steps.csv")) == 2 and len(read_csv(tmp_path / "metrics.csv")) == 1
     assert (tmp_path / "resolved_config.yaml").exists() and (tmp_path / "checkpoint.pt").exists()
 
 
@@ -41,13 +43,13 @@ def test_every_static_learner_config_takes_a_step(learner, tmp_path):
 
 
 def cli(*args, cwd):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "eqprop.train", *args], cwd=cwd, capture_output=True, text=True,
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "eqprop.train", "num_threads=1", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
 
 def test_command_line_run_prints_test_accuracy(tmp_path):
-    proc = cli("trainer.epochs=1", "trainer.batch_size=64", "solver.max_steps=5", "trainer.progress=false",
+    proc = cli("trainer.epochs=1", "trainer.batch_size=64", "data.limit_train=256", "solver.max_steps=5", "trainer.progress=false",
                f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test accuracy:" in proc.stdout
@@ -75,7 +77,7 @@ def test_unknown_options_are_clear_errors(override, message, tmp_path):
 
 
 def test_resume_from_the_command_line(tmp_path):
-    args = ["trainer.epochs=1", "trainer.batch_size=64", "solver.max_steps=5", "trainer.progress=false",
+    args = ["trainer.epochs=1", "trainer.batch_size=16", "data.limit_train=128", "solver.max_steps=5", "trainer.progress=false",
             "trainer.tensorboard=false", f"hydra.run.dir={tmp_path}/run"]
     first = cli(*args, "trainer.max_steps=3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -84,4 +86,4 @@ def test_resume_from_the_command_line(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Resumed from" in second.stderr + second.stdout and "test accuracy:" in second.stdout
     steps = [int(r["step"]) for r in read_csv(tmp_path / "run" / "steps.csv")]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 23  # ceil(1438 / 64)
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 8  # 128 / 16

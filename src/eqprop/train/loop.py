@@ -257,6 +257,8 @@ class Trainer:
             x, labels = self._to_device(x_all[idx], y_all[idx])
             with torch.enable_grad():  # some learners relax by autograd on the state
                 prediction = self.learner.predict(self.model, x)
+            if prediction.dim() == 3 and labels.dim() == 1:  # a sequence model's outputs at every step:
+                prediction = prediction[:, -1]  # the class is read at the last one
             n += len(labels)
             correct += accuracy_count(prediction, labels)
             if cost is not None:
