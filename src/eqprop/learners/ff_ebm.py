@@ -147,6 +147,8 @@ class ChainedEP(Learner):
             (``None``: each block's default).
         nudged_solver: relaxation of the nudged phases, likewise (``None``: ``solver``).
         cost: cost of the last block's output; :class:`eqprop.costs.SquaredError` by default.
+        variant: ``"centered"`` (default; phases ±β) or ``"positive"`` (phases +β and the free
+            state, one relaxation per block, bias O(β) — kept to show why centering matters).
     """
 
     def __init__(
@@ -155,9 +157,13 @@ class ChainedEP(Learner):
         solver: Relaxation | Sequence[Relaxation | None] | None = None,
         nudged_solver: Relaxation | Sequence[Relaxation | None] | None = None,
         cost: Cost | None = None,
+        variant: str = "centered",
     ) -> None:
         if cost is not None and not isinstance(cost, Cost):
             raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
+        if variant not in ("centered", "positive"):
+            raise ConfigurationError(f"Unknown ChainedEP variant {variant!r}; choose 'centered' (O(β²)) or 'positive' (O(β)).")
+        self.variant = variant
         self.beta = abs(check_beta("beta", beta))
         self.solver = solver
         self.nudged_solver = nudged_solver
@@ -175,6 +181,10 @@ class ChainedEP(Learner):
             passes = chain_free_pass(model, x, self._solvers(model)[0])
         return model.blocks[-1].output(passes[-1].state).detach()
 
+    def phases(self) -> tuple[float, float]:
+        """(β₂, β₁) of the two phases: (+β, −β) centered, (+β, 0) positive (the free state)."""
+        return (self.beta, -self.beta) if self.variant == "centered" else (self.beta, 0.0)
+
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
         model = check_ffebm(model, "ChainedEP")
         free_solvers, nudged_solvers = self._solvers(model)
@@ -182,48 +192,52 @@ class ChainedEP(Learner):
         top = model.blocks[-1].output(passes[-1].state)
         self.cost.check_target(top, y)
         loss = self.cost.loss(top, y).detach()
-        batch, beta = x.shape[0], self.beta
-        dtype = passes[-1].state[0].dtype
-        signs = torch.cat([torch.ones(batch, dtype=dtype, device=x.device), -torch.ones(batch, dtype=dtype, device=x.device)])
+        batch, (high, low) = x.shape[0], self.phases()
+        dtype, device = passes[-1].state[0].dtype, x.device
+        betas = torch.cat([torch.full((batch,), b, dtype=dtype, device=device) for b in (high, low)])
+        relaxed = [b for b in (high, low) if b != 0.0]
         grads: dict[str, Tensor] = {}
-        info: dict[str, Any] = {"free": [p.status for p in passes], "nudged": [None] * len(model)}
-        cost, target = self.cost, repeat_batch(y, 2)
+        info: dict[str, Any] = {"free": [p.status for p in passes], "nudged": [None] * len(model), "betas": (low, high)}
+        cost, target = self.cost, y
         for k in reversed(range(len(model))):
             block, record = model.blocks[k], passes[k]
             solver = nudged_solvers[k] if nudged_solvers[k] is not None else block.default_solver()
-            nudge = Nudge(cost, target, beta * signs)
-            xs = repeat_batch(record.block_input.detach(), 2)
+            n = len(relaxed)
             state, info["nudged"][k] = solver.solve(
-                block, xs, concat_states([record.state] * 2), context=repeat_batch(record.context, 2), nudge=nudge
+                block, repeat_batch(record.block_input.detach(), n), concat_states([record.state] * n),
+                context=repeat_batch(record.context, n), nudge=Nudge(cost, repeat_batch(target, n), betas[: n * batch]),
             )
-            block_grads, delta_x = self._contrast(block, state, record.block_input.detach(), cost, target, signs, batch)
+            if n == 1:  # one-sided: the second phase is the free state itself
+                state = concat_states([state, record.state])
+            block_grads, delta_x = self._contrast(block, state, record.block_input.detach(), cost, repeat_batch(target, 2), betas, high - low)
             grads.update({f"blocks.{k}.{n}": g for n, g in block_grads.items()})
             ff_grads, delta = feedforward_vjp(model, k, record, delta_x, batch)
             grads.update(ff_grads)
             if delta is not None:
-                cost, target = LinearCost(), repeat_batch(delta.detach(), 2)
-        prediction = top.detach()
-        return Estimate(grads=grads, loss=loss, prediction=prediction, info=info)
+                cost, target = LinearCost(), delta.detach()
+        return Estimate(grads=grads, loss=loss, prediction=top.detach(), info=info)
 
-    def _contrast(self, block, state, x_k: Tensor, cost: Cost, target: Tensor, signs: Tensor, batch: int):
-        """(g_θ for the mean loss, δx_k per sample) from the stacked ±β states, one autograd call.
+    def _contrast(self, block, state, x_k: Tensor, cost: Cost, target: Tensor, betas: Tensor, spread: float):
+        """(g_θ for the mean loss, δx_k per sample) from the two stacked phases, one autograd call.
 
-        Σ_b w_b [E(s_b, x) + β_b C(o(s_b))] with w_b = ±1/(2βB): its θ-derivative is g_θ; its
-        x-derivative (x shared by both halves) is δx_k / B.
+        Σ_b w_b [E(s_b, x) + β_b C(o(s_b))] with w_b = ±1/((β₂ − β₁)B): its θ-derivative is g_θ;
+        its x-derivative (x shared by both halves) is δx_k / B.
         """
+        batch = x_k.shape[0]
         params = [(n, p) for n, p in block.named_parameters() if p.requires_grad]
-        weights = signs / (2 * self.beta * batch)
+        weights = torch.cat([torch.ones(batch, dtype=betas.dtype, device=betas.device), -torch.ones_like(betas[:batch])])
+        weights = weights / (spread * batch)
         with torch.enable_grad():
             x_leaf = x_k.requires_grad_()
             detached = tuple(s.detach() for s in state)
             total = (block.energy(detached, repeat_batch(x_leaf, 2)) * weights).sum()
             if not block.output_is_parameter_free:
                 per_sample = cost(block.output(detached), target).reshape(2 * batch, -1).sum(1)
-                total = total + (per_sample * weights * (self.beta * signs)).sum()
+                total = total + (per_sample * weights * betas).sum()
             grads = torch.autograd.grad(total, [p for _, p in params] + [x_leaf], allow_unused=True)
         delta_x = grads[-1] * batch if grads[-1] is not None else torch.zeros_like(x_k)
         block_grads = {n: g for (n, _), g in zip(params, grads[:-1]) if g is not None}
         return block_grads, delta_x
 
     def __repr__(self) -> str:
-        return f"ChainedEP(beta={self.beta}, solver={self.solver!r}, nudged_solver={self.nudged_solver!r}, cost={self.cost!r})"
+        return f"ChainedEP(beta={self.beta}, variant={self.variant!r}, solver={self.solver!r}, nudged_solver={self.nudged_solver!r}, cost={self.cost!r})"
