@@ -33,9 +33,9 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..solvers.integrators import EchoContrast, PositionVerlet
+from ..solvers.integrators import PositionVerlet
 from .base import Estimate, Learner, check_beta
-from .sequence import check_hamiltonian, check_reversible, check_sequence, simulate, target_mode
+from .sequence import check_hamiltonian, check_reversible, check_sequence, pooling, simulate, target_mode
 
 __all__ = ["RHEL"]
 
@@ -85,7 +85,8 @@ class RHEL(Learner):
         eps = [self.epsilon, -self.epsilon] if self.variant == "centered" else [self.epsilon, 0.0]
         if self.check_echo and 0.0 not in eps:
             eps.append(0.0)
-        grads, echo_states = self._echo(model, x, y, mode, final_states, eps)
+        kernels, stack, echo_states = self._echo(model, x, y, outputs, mode, final_states, eps)
+        grads = self._collect(model, x, kernels, stack, echo_states, eps[0] - eps[1])
         info = {"mode": mode, "epsilon": self.epsilon, "variant": self.variant}
         if 0.0 in eps:
             info["echo_error"] = _return_error(model, x, final_states, echo_states, eps.index(0.0), x.shape[0])
@@ -100,105 +101,96 @@ class RHEL(Learner):
         check_hamiltonian(model)
         check_sequence(model, x)
         final_states, _ = simulate(model, x, self.integrator)
-        layers = model.hamiltonian_layers()
-        dts = [self.integrator.step_size(layer) for layer in layers]
-        states = [(q.clone(), -p) for q, p in final_states]
-        ones = x.new_ones(x.shape[0])
-        with torch.no_grad():
-            for k in reversed(range(x.shape[1])):
-                z = model.encode(x[:, k])
-                for index, layer in enumerate(layers):
-                    q_ref = states[index][0]
-                    states[index] = self.integrator.echo_step(layer, *states[index], z, dts[index], ones,
-                                                              EchoContrast([]))
-                    z = model.mix(index, z, q_ref)
+        _, _, states = self._echo(model, x, None, None, None, final_states, [0.0, 0.0])
         return _return_error(model, x, final_states, states, 0, x.shape[0])
 
     # -- the echo ------------------------------------------------------------------------------
-    def _echo(self, model, x: Tensor, y: Tensor, mode: str, final_states, eps_values: list[float]):
+    def _echo(self, model, x: Tensor, y, outputs, mode, final_states, eps_values: list[float]):
+        """Run the batched echo copies (ε = eps_values[c]) in reverse time through echo kernels.
+
+        ``mode`` None: no nudge at all (the self-check). Returns the layers' echo kernels (their
+        contrasts Σ_c w_c ∂_θS_c), the stack kernel (feedforward VJPs) and the final echo states.
+        """
+        integrator, cost = self.integrator, self.cost
         layers = model.hamiltonian_layers()
-        batch, steps, copies = x.shape[0], x.shape[1], len(eps_values)
+        batch, steps, copies, n_layers = x.shape[0], x.shape[1], len(eps_values), len(layers)
         eps_a, eps_b = eps_values[0], eps_values[1]
-        denominator = eps_a - eps_b
-        eps_rows = x.new_tensor(eps_values).repeat_interleave(batch)
-        weight_rows = x.new_tensor([1.0, -1.0] + [0.0] * (copies - 2)).repeat_interleave(batch)
-        params = [p for p in model.parameters() if p.requires_grad]
-        direct = {id(p): torch.zeros_like(p) for p in params}  # feedforward VJPs, Σ over samples
-        contrasts = [EchoContrast([p for p in layer.parameters() if p.requires_grad]) for layer in layers]
-        dts = [self.integrator.step_size(layer) for layer in layers]
+        scale = -1.0 / (eps_a - eps_b) if eps_a != eps_b else 0.0
+        zero = eps_values.index(0.0) if 0.0 in eps_values else None
+        kernels = [layer.echo_kernel(integrator.step_size(layer), batch, copies) for layer in layers]
+        stack = model.stack_kernel()
+        eps_col = x.new_tensor(eps_values)
         states = [(q.repeat(copies, *([1] * (q.dim() - 1))), (-p).repeat(copies, *([1] * (p.dim() - 1))))
                   for q, p in final_states]
+        mean = pooling(model) == "mean"
+        upstream = None  # mean pooling: dL/do_k = Σ_{i ≥ k} g_i / (i + 1), accumulated in reverse time
+        if mode == "final":
+            g_final = cost.grad(outputs, y)
+            if mean:
+                upstream = g_final / steps
+        with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
+            for j in range(steps):
+                k = steps - 1 - j
+                if zero is not None:
+                    q_refs = [q[zero * batch:(zero + 1) * batch] for q, _ in states]
+                else:  # the extrapolation of copies a, b to ε = 0 (their mean when centered)
+                    q_refs = [(eps_b * q[:batch] - eps_a * q[batch:2 * batch]) / (eps_b - eps_a) for q, _ in states]
+                x_k = x[:, k]
+                z = stack.encode(x_k)
+                z_in = []
+                for index in range(n_layers):
+                    z_in.append(z)
+                    z = stack.mix(index, z, q_refs[index])
+                g = None
+                if mode == "per_step":
+                    g = cost.grad(outputs[:, k], y[:, k])
+                    if mean:
+                        upstream = g / (k + 1) if upstream is None else upstream.add_(g, alpha=1.0 / (k + 1))
+                        g = upstream
+                elif mode == "final":
+                    g = upstream if mean else (g_final if j == 0 else None)
+                delta = stack.decode_vjp(z, g) if g is not None else None
+                for index in reversed(range(n_layers)):
+                    q, p = states[index]
+                    delta_direct = None
+                    if delta is not None:
+                        delta_direct, nudge = stack.mix_vjp(index, delta)
+                        if nudge is not None:
+                            p.view(copies, batch, *p.shape[1:]).addcmul_(
+                                eps_col.reshape(copies, *([1] * p.dim())), nudge)
+                    kernel = kernels[index]
+                    kernel.input_grad = None
+                    states[index] = integrator.echo(kernel, q, p, z_in[index])
+                    delta_u = kernel.input_grad
+                    if delta_u is not None:
+                        delta_u = delta_u * scale
+                        delta = delta_u if delta_direct is None else delta_u.add_(delta_direct)
+                    else:
+                        delta = delta_direct
+                if delta is not None:
+                    stack.encode_vjp(x_k, delta)
+        return kernels, stack, states
 
-        zero = eps_values.index(0.0) if 0.0 in eps_values else None
-
-        def reference(t: Tensor) -> Tensor:  # the ε = 0 copy, or the extrapolation of copies a, b to ε = 0
-            if zero is not None:
-                return t[zero * batch:(zero + 1) * batch]
-            a, b = t[:batch], t[batch:2 * batch]
-            return (eps_b * a - eps_a * b) / (eps_b - eps_a)
-
-        def rows(t: Tensor) -> Tensor:
-            return eps_rows.reshape(-1, *([1] * (t.dim() - 1))) * t.repeat(copies, *([1] * (t.dim() - 1)))
+    def _collect(self, model, x, kernels, stack, states, denominator: float) -> dict[str, Tensor]:
+        """dL/dθ = feedforward VJPs − (contrast of the Hamiltonian layers)/(ε_a − ε_b), batch mean."""
+        batch = x.shape[0]
+        params = [p for p in model.parameters() if p.requires_grad]
+        direct = {id(p): torch.zeros_like(p) for p in params}
 
         def accumulate(grads) -> None:
             for p, g in zip(params, grads):
                 if g is not None:
                     direct[id(p)] += g
 
-        for j in range(steps):
-            k = steps - 1 - j
-            with torch.enable_grad():
-                q_refs = [reference(q).detach().requires_grad_(True) for q, _ in states]
-                z = model.encode(x[:, k])
-                z_in, z_out = [], []
-                for index in range(len(layers)):
-                    z_leaf = z.detach().requires_grad_(True)
-                    z_in.append(z_leaf)
-                    z = model.mix(index, z_leaf, q_refs[index])
-                    z_out.append(z)
-                delta = None
-                if mode == "per_step" or j == 0:
-                    top = z.detach().requires_grad_(True)
-                    out = model.decode(top)
-                    target = y[:, k] if mode == "per_step" else y
-                    g = self.cost.grad(out.detach(), target)
-                    grads = torch.autograd.grad(out, [top] + params, grad_outputs=g, allow_unused=True)
-                    delta = grads[0]
-                    accumulate(grads[1:])
-                for index in reversed(range(len(layers))):
-                    delta_direct = None
-                    if delta is not None:
-                        grads = torch.autograd.grad(z_out[index], [z_in[index], q_refs[index]] + params,
-                                                    grad_outputs=delta, allow_unused=True)
-                        delta_direct, nudge = grads[0], grads[1]
-                        accumulate(grads[2:])
-                        if nudge is not None:
-                            q, p = states[index]
-                            states[index] = (q, p + rows(nudge))
-                    contrast = contrasts[index]
-                    contrast.input_grad = None
-                    u = z_in[index].detach()
-                    with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
-                        states[index] = self.integrator.echo_step(layers[index], *states[index],
-                                                                  u.repeat(copies, *([1] * (u.dim() - 1))),
-                                                                  dts[index], weight_rows, contrast)
-                    delta_u = None
-                    if contrast.input_grad is not None:
-                        delta_u = -contrast.input_grad.reshape(copies, batch, *u.shape[1:]).sum(0) / denominator
-                    parts = [d for d in (delta_direct, delta_u) if d is not None]
-                    delta = sum(parts) if parts else None
-                if delta is not None:
-                    z0 = model.encode(x[:, k])
-                    if z0.requires_grad:
-                        accumulate(torch.autograd.grad(z0, params, grad_outputs=delta, allow_unused=True))
-
-        self._initial_state_term(model, x, states, batch, denominator, params, accumulate)
-        for index, contrast in enumerate(contrasts):
-            for p, g in zip(contrast.params, contrast.grads):
-                if g is not None:
+        for p, g in stack.grads():
+            if id(p) in direct:
+                direct[id(p)] += g
+        for kernel in kernels:
+            for p, g in kernel.grads():
+                if id(p) in direct:
                     direct[id(p)] -= g / denominator
-        grads = {name: direct[id(p)] / batch for name, p in model.named_parameters() if p.requires_grad}
-        return grads, states
+        self._initial_state_term(model, x, states, batch, denominator, params, accumulate)
+        return {name: direct[id(p)] / batch for name, p in model.named_parameters() if p.requires_grad}
 
     @staticmethod
     def _initial_state_term(model, x, states, batch, denominator, params, accumulate) -> None:

@@ -20,9 +20,17 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 
-__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible"]
+__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible", "pooling"]
 
 Mode = Literal["final", "per_step"]
+
+
+def pooling(model) -> str:
+    """The model's output pooling over time: "last" (default) or "mean"."""
+    value = getattr(model, "pooling", "last")
+    if value not in ("last", "mean"):
+        raise ConfigurationError(f"Unknown pooling {value!r} on {type(model).__name__}; choose 'last' or 'mean'.")
+    return value
 
 
 def check_hamiltonian(model) -> None:
@@ -87,14 +95,17 @@ def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool 
     """Run the stack over x; return the final (q, p) of each layer and the outputs.
 
     The outputs are [batch, T, ...] when ``keep_outputs`` else the final output [batch, ...].
-    With ``create_graph`` the run is differentiable (BPTT); otherwise no graph is kept and the
-    memory does not grow with T (apart from the outputs, when kept).
+    With ``model.pooling == "mean"`` the output at step k is the running mean of decode(z_0..k)
+    (the final one is the time average). With ``create_graph`` the run is differentiable (BPTT);
+    otherwise no graph is kept and the memory does not grow with T (apart from the outputs, when kept).
     """
     layers = model.hamiltonian_layers()
     dts = [integrator.step_size(layer) for layer in layers]
     states = list(model.init_states(x))
     outputs = []
     steps = x.shape[1]
+    mean = pooling(model) == "mean"
+    total = None
     context = torch.enable_grad() if create_graph else torch.no_grad()
     with context:
         for k in range(steps):
@@ -103,7 +114,12 @@ def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool 
                 q, p = integrator.step(layer, states[index][0], states[index][1], z, dts[index], create_graph)
                 states[index] = (q, p)
                 z = model.mix(index, z, q)
-            if keep_outputs or k == steps - 1:
+            if mean:
+                out = model.decode(z)
+                total = out if total is None else total + out
+                if keep_outputs or k == steps - 1:
+                    outputs.append(total / (k + 1))
+            elif keep_outputs or k == steps - 1:
                 outputs.append(model.decode(z))
     out = torch.stack(outputs, dim=1) if keep_outputs else outputs[-1]
     return states, out

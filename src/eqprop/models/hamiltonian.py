@@ -67,6 +67,9 @@ class HamiltonianModel(nn.Module):
     """
 
     input_size: int | None = None
+    #: "last": the output at step k is decode(z_k); "mean": it is the running mean of decode(z_0..k),
+    #: so a final-step loss reads the time-averaged output (see eqprop.learners.sequence.simulate).
+    pooling: str = "last"
 
     # -- the physics a user writes -------------------------------------------------------------
     def kinetic(self, p: Tensor) -> Tensor:
@@ -171,3 +174,16 @@ class HamiltonianModel(nn.Module):
     def init_states(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Initial (q, p) of every layer."""
         return [self.init_state(x)]
+
+    # -- echo kernels (eqprop.models.echo_kernels): autograd by default, closed forms may override --
+    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
+        """The object an RHEL echo steps this layer with (drift, kick, contrasts); autograd by default."""
+        from .echo_kernels import AutogradEchoKernel
+
+        return AutogradEchoKernel(self, dt, batch, copies)
+
+    def stack_kernel(self):
+        """encode / mix / decode and their vector-Jacobian products for the echo; autograd by default."""
+        from .echo_kernels import AutogradStackKernel
+
+        return AutogradStackKernel(self)

@@ -31,6 +31,12 @@ def _check_size(name: str, value: int) -> int:
     return value
 
 
+def _physics_is_builtin(model: HamiltonianModel, cls: type) -> bool:
+    """True unless a subclass rewrote the physics (then its echo falls back to autograd)."""
+    names = ("potential", "potential_terms", "potential_grad", "kinetic", "kinetic_terms", "drive", "_preactivation")
+    return all(getattr(type(model), n, None) is getattr(cls, n, None) for n in names)
+
+
 def _init_dt(hidden_size: int, dt_min: float, dt_max: float, vector: bool) -> Tensor:
     if not 0 < dt_min <= dt_max:
         raise ConfigurationError(f"Need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.")
@@ -79,6 +85,13 @@ class LinearHRU(HamiltonianModel):
 
     def output(self, q: Tensor) -> Tensor:
         return q if self.readout is None else self.readout(q)
+
+    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
+        """Closed-form forces and contrasts (:class:`~eqprop.models.echo_kernels.LinearHRUKernel`)."""
+        from .echo_kernels import LinearHRUKernel
+
+        return LinearHRUKernel(self, dt, batch, copies) if _physics_is_builtin(self, LinearHRU) else \
+            super().echo_kernel(dt, batch, copies)
 
     # -- parallel scan ---------------------------------------------------------------------------
     def verlet_matrix(self, dt: Tensor | None = None) -> Tensor:
@@ -154,3 +167,10 @@ class NonlinearHRU(HamiltonianModel):
 
     def output(self, q: Tensor) -> Tensor:
         return q if self.readout is None else self.readout(q)
+
+    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
+        """Closed-form forces and contrasts (:class:`~eqprop.models.echo_kernels.NonlinearHRUKernel`)."""
+        from .echo_kernels import NonlinearHRUKernel
+
+        return NonlinearHRUKernel(self, dt, batch, copies) if _physics_is_builtin(self, NonlinearHRU) else \
+            super().echo_kernel(dt, batch, copies)

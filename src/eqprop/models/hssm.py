@@ -42,11 +42,13 @@ class HSSM(HamiltonianModel):
         activation: "gelu", "glu" (readout to 2H, gated), "tanh" or "identity".
         norm: LayerNorm after the residual sum.
         dt_min, dt_max: range of the initial HRU step sizes.
+        pooling: "last" (o_k = Dec(z_k)) or "mean" (o_k = running mean of Dec(z_0..k), so the
+            final output is the time average, the LinOSS-style readout for classification).
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 2,
                  state_size: int | None = None, hru: str | type = "linear", activation: str = "gelu",
-                 norm: bool = True, dt_min: float = 0.05, dt_max: float = 0.5) -> None:
+                 norm: bool = True, dt_min: float = 0.05, dt_max: float = 0.5, pooling: str = "last") -> None:
         super().__init__()
         if isinstance(hru, str):
             if hru not in _HRUS:
@@ -56,6 +58,9 @@ class HSSM(HamiltonianModel):
             raise ConfigurationError(f"Unknown activation {activation!r}; choose one of {', '.join(_ACTIVATIONS)}.")
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ConfigurationError(f"num_layers must be a positive integer, got {num_layers!r}.")
+        if pooling not in ("last", "mean"):
+            raise ConfigurationError(f"Unknown pooling {pooling!r}; choose 'last' or 'mean'.")
+        self.pooling = pooling
         state_size = hidden_size if state_size is None else state_size
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -95,6 +100,15 @@ class HSSM(HamiltonianModel):
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
+
+    def stack_kernel(self):
+        """Closed-form encode / mix / decode VJPs (:class:`~eqprop.models.echo_kernels.HSSMStackKernel`)."""
+        from .echo_kernels import HSSMStackKernel
+
+        cls = type(self)
+        if all(getattr(cls, n) is getattr(HSSM, n) for n in ("encode", "mix", "decode")):
+            return HSSMStackKernel(self)
+        return super().stack_kernel()
 
     def init_states(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
         return [layer.init_state(x) for layer in self.layers]

@@ -77,6 +77,11 @@ class Integrator:
                   weights: Tensor, contrast: EchoContrast) -> tuple[Tensor, Tensor]:
         raise ConfigurationError(f"{type(self).__name__} is not reversible and has no echo step; use PositionVerlet or LeapFrog.")
 
+    def echo(self, kernel, q: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """One echo step of a batch of copies through an echo kernel (eqprop.models.echo_kernels),
+        which applies each sub-step and accumulates its share of ∂_θS; the fast path of RHEL."""
+        raise ConfigurationError(f"{type(self).__name__} is not reversible and has no echo step; use PositionVerlet or LeapFrog.")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dt={self.dt!r})"
 
@@ -147,6 +152,11 @@ class PositionVerlet(Integrator):
         q_new = q_half + 0.5 * dt * model.kinetic_grad(p_new, create_graph)
         return q_new, p_new
 
+    def echo(self, kernel, q, p, u):
+        q_half = kernel.drift(q, p, 0.5)
+        p_new = kernel.kick(p, q_half, u, 1.0)
+        return kernel.drift(q_half, p_new, 0.5), p_new
+
     def echo_step(self, model, q, p, u, dt, weights, contrast):
         q_half = q + 0.5 * self._kinetic_point(model, p, dt, weights, 0.5, contrast)
         p_new = p - self._potential_point(model, q_half, u, dt, weights, 1.0, contrast)
@@ -170,6 +180,11 @@ class LeapFrog(Integrator):
         q_new = q + dt * model.kinetic_grad(p_half, create_graph)
         p_new = p_half - 0.5 * dt * model.potential_grad(q_new, u, create_graph)
         return q_new, p_new
+
+    def echo(self, kernel, q, p, u):
+        p_half = kernel.kick(p, q, u, 0.5)
+        q_new = kernel.drift(q, p_half, 1.0)
+        return q_new, kernel.kick(p_half, q_new, u, 0.5)
 
     def echo_step(self, model, q, p, u, dt, weights, contrast):
         p_half = p - 0.5 * self._potential_point(model, q, u, dt, weights, 0.5, contrast)
