@@ -13,3 +13,6 @@ __all__ += ['HamiltonianModel', 'LinearHRU', 'NonlinearHRU', 'HSSM']
 from .ff_ebm import FFEBM, hopfield_chain
 
 __all__ += ["FFEBM", "hopfield_chain"]
+from .conv_hopfield import ConvHopfield
+
+__all__ += ["ConvHopfield"]
