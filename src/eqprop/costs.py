@@ -11,6 +11,8 @@ This module knows nothing of models, solvers or learners.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -45,8 +47,9 @@ class Cost:
 
 
 def _check_finite(name: str, tensor: Tensor) -> None:
-    if tensor.is_floating_point() or tensor.is_complex():
-        if not bool(torch.isfinite(tensor).all()):
+    if (tensor.is_floating_point() or tensor.is_complex()) and tensor.numel():
+        # One reduction: a sum is non-finite whenever an element is (exact check only then).
+        if not math.isfinite(abs(tensor.sum().item())) and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"The {name} contains NaN or infinity; clean the data before training.")
 
 

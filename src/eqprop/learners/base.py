@@ -13,6 +13,7 @@ This module knows learners only; it never names a concrete model, solver or data
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,7 @@ def all_finite(tensors: list[Tensor]) -> bool:
         if t.numel():
             partial = t.sum()
             total = partial if total is None else total + partial
-    if total is None or bool(torch.isfinite(total)):
+    if total is None or math.isfinite(abs(total.item())):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 

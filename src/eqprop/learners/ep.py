@@ -80,6 +80,7 @@ class EP(EnergyLearner):
         sign = 1.0 if torch.randint(0, 2, (1,), generator=self.generator).item() == 1 else -1.0
         return 0.0, sign * b
 
+    @torch.no_grad()  # EP needs no graph; the few autograd fallbacks enable grad themselves
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         context = model.prepare(x)
         free, free_status = self.free_phase(model, x, context)

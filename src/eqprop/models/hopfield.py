@@ -89,15 +89,19 @@ class HopfieldMLP(HopfieldEnergy):
         if not self.closed_form:
             return super().primitive_grad(state, x, context, create_graph)
         drive0 = self.prepare(x) if context is None else context
-        # Fetch the parameters once per call and use plain tensor ops: this runs at every
-        # relaxation step, where module-call and attribute overheads would dominate.
-        weights = [(layer.weight, layer.bias) for layer in self.layers]
+        # This runs at every relaxation step, where nn.Module attribute look-ups (~1 µs each)
+        # would cost as much as the small matrix products: read the parameter dictionaries
+        # directly (torch.func.functional_call swaps tensors in these same dictionaries).
+        params = [layer._parameters for layer in self._modules["layers"]._modules.values()]
         out = []
         n = len(state)
         for k in range(n):
-            h = drive0 if k == 0 else torch.nn.functional.linear(state[k - 1], *weights[k])
+            if k == 0:
+                h = drive0
+            else:
+                h = torch.nn.functional.linear(state[k - 1], params[k]["weight"], params[k]["bias"])
             if k + 1 < n:
-                h = h + state[k + 1] @ weights[k + 1][0]
+                h = h + state[k + 1] @ params[k + 1]["weight"]
             out.append(h)
         return tuple(out)
 

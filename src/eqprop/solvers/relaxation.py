@@ -196,9 +196,12 @@ class FixedPoint(_HopfieldSolver):
     """
 
     def step(self, model, x, state, context, nudge, clamp):
-        drive = self.drive(model, x, state, context, nudge)
-        new = tuple(a.rho(h) for a, h in zip(model.activations, drive))
-        return _apply_clamp(new, clamp)
+        # The body of drive() inlined: this line runs at every step of every relaxation.
+        drive = model.primitive_grad(state, x, context, create_graph=torch.is_grad_enabled())
+        if nudge is not None:
+            drive = _add_nudge(drive, model, state, nudge, sign=-1.0)
+        new = tuple([a.rho(h) for a, h in zip(model.activations, drive)])
+        return _apply_clamp(new, clamp) if clamp else new
 
     def drive(self, model, x, state, context, nudge):
         """The pre-activation u = ∂Φ/∂s − β ∂C/∂s of one step (the step is s ← ρ(u))."""
