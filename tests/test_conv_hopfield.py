@@ -199,6 +199,17 @@ def test_bad_arguments():
         make(activation=["tanh", "tanh"])
 
 
+def test_input_shape_argument():
+    model = ConvHopfield(input_shape=[3, 8, 6], channels=[2], n_classes=4)
+    assert (model.in_channels, model.input_size, model.state_shapes) == (3, (8, 6), [(2, 4, 3)])
+    with pytest.raises(ConfigurationError, match="needs the input geometry"):
+        ConvHopfield(channels=[2])
+    with pytest.raises(ConfigurationError, match=r"needs image inputs, input_shape \(C, H, W\), got \[64\]"):
+        ConvHopfield(input_shape=[64], channels=[2])
+    with pytest.raises(ConfigurationError, match="contradicts"):
+        ConvHopfield(input_shape=[1, 8, 8], in_channels=3, channels=[2])
+
+
 def test_wrong_input_shapes():
     model = make()
     with pytest.raises(ShapeError, match=r"images shaped \[batch, 1, 6, 6\].*not flattened"):

@@ -68,6 +68,8 @@ class ConvHopfield(HopfieldEnergy):
         channels: output channels of each convolutional layer, e.g. ``[128, 256, 512]``.
         n_classes: width of the fully connected output layer.
         input_size: height and width of the input, an int (square) or ``(H, W)``.
+        input_shape: ``(C, H, W)`` in one argument (a dataset's ``input_shape``, as the Hydra
+            configs pass it), in place of ``in_channels`` and ``input_size``.
         kernel_size: square kernel of every convolution (stride 1).
         padding: zero padding of every convolution.
         pooling: ``"max"`` (the paper's), ``"avg"`` (smooth: use it for gradient checks) or
@@ -90,10 +92,10 @@ class ConvHopfield(HopfieldEnergy):
 
     def __init__(
         self,
-        in_channels: int = 1,
+        in_channels: int | None = None,
         channels: Sequence[int] = (32, 64),
         n_classes: int = 10,
-        input_size: int | Sequence[int] = 28,
+        input_size: int | Sequence[int] | None = None,
         kernel_size: int = 3,
         padding: int = 1,
         pooling: str = "max",
@@ -102,8 +104,10 @@ class ConvHopfield(HopfieldEnergy):
         output_activation: str | Activation | None = None,
         closed_form: bool = True,
         init_scale: float = 1.0,
+        input_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        in_channels, input_size = self._parse_input(in_channels, input_size, input_shape)
         self.in_channels = _positive_int("in_channels", in_channels)
         if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
             raise ConfigurationError(f"channels must be a list of positive integers, one per conv layer, got {channels!r}.")
@@ -150,6 +154,27 @@ class ConvHopfield(HopfieldEnergy):
             )
 
     # -- geometry ------------------------------------------------------------------------------
+    @staticmethod
+    def _parse_input(in_channels: Any, input_size: Any, input_shape: Any) -> tuple[Any, Any]:
+        """(in_channels, input_size) from either those two or ``input_shape`` = (C, H, W)."""
+        if input_shape is None:
+            if in_channels is None or input_size is None:
+                raise ConfigurationError(
+                    "ConvHopfield needs the input geometry: give in_channels and input_size, or input_shape=(C, H, W)."
+                )
+            return in_channels, input_size
+        shape = list(input_shape) if hasattr(input_shape, "__iter__") else [input_shape]
+        if len(shape) != 3:
+            raise ConfigurationError(
+                f"ConvHopfield needs image inputs, input_shape (C, H, W), got {shape}: load images, not "
+                "flattened vectors (data.image=true for digits, data.flatten=false for image datasets)."
+            )
+        given = (in_channels, input_size)
+        if in_channels is not None and int(in_channels) != int(shape[0]) or input_size is not None and \
+                ConvHopfield._parse_size(input_size) != (int(shape[1]), int(shape[2])):
+            raise ConfigurationError(f"input_shape {shape} contradicts (in_channels, input_size) = {given}; give one.")
+        return shape[0], (shape[1], shape[2])
+
     @staticmethod
     def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
         if isinstance(size, (int, float)) and not isinstance(size, bool):
@@ -216,14 +241,13 @@ class ConvHopfield(HopfieldEnergy):
             return z, lambda g: g
         if self.pooling == "max":
             pooled, indices = F.max_pool2d(z, p, return_indices=True)
-            return pooled, lambda g: F.max_unpool2d(g, indices, p, output_size=z.shape[-2:])
-        size = z.shape[-2:]
-
-        def spread(g: Tensor) -> Tensor:
-            up = g.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1) / (p * p)
-            return F.pad(up, (0, size[1] - up.shape[-1], 0, size[0] - up.shape[-2]))
-
-        return F.avg_pool2d(z, p), spread
+            # The switch of each window as a mask (elementwise, deterministic; max_unpool2d is
+            # flagged non-deterministic): position == the arg-max index of its window.
+            height, width = z.shape[-2:]
+            positions = torch.arange(height * width, device=z.device).reshape(height, width)
+            mask = _upsample(indices, p) == positions[: indices.shape[-2] * p, : indices.shape[-1] * p]
+            return pooled, lambda g: _pad_to(_upsample(g, p) * mask, z)
+        return F.avg_pool2d(z, p), lambda g: _pad_to(_upsample(g, p) / (p * p), z)
 
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         if not self.closed_form or any(s.is_complex() for s in state):
@@ -278,3 +302,14 @@ class ConvHopfield(HopfieldEnergy):
             f"input_size={self.input_size}, kernel_size={self.kernel_size}, padding={self.padding}, "
             f"pooling={self.pooling!r}, pool_size={self.pool_size}, activation={names}"
         )
+
+
+def _upsample(g: Tensor, p: int) -> Tensor:
+    """Repeat every pixel into a p×p block."""
+    return g.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
+
+
+def _pad_to(g: Tensor, like: Tensor) -> Tensor:
+    """Zero-pad the bottom/right (the rows and columns a floor pooling dropped) to ``like``'s size."""
+    dh, dw = like.shape[-2] - g.shape[-2], like.shape[-1] - g.shape[-1]
+    return F.pad(g, (0, dw, 0, dh)) if dh or dw else g
