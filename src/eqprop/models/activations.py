@@ -32,6 +32,7 @@ class Activation:
     lower: float
     upper: float
     holomorphic: bool
+    rho_: Callable[[Tensor], Tensor] | None = None  # in-place ρ (outside autograd), if any
 
     def __call__(self, u: Tensor) -> Tensor:
         return self.rho(u)
@@ -53,6 +54,7 @@ def _xlogx(s: Tensor) -> Tensor:
 _SIGMOID = Activation(
     name="sigmoid",
     rho=torch.sigmoid,
+    rho_=torch.sigmoid_,
     rho_prime=lambda u: torch.sigmoid(u) * (1 - torch.sigmoid(u)),
     legendre=lambda s: _xlogx(s) + _xlogx(1 - s),
     lower=0.0,
@@ -63,6 +65,7 @@ _SIGMOID = Activation(
 _TANH = Activation(
     name="tanh",
     rho=torch.tanh,
+    rho_=torch.tanh_,
     rho_prime=lambda u: 1 - torch.tanh(u) ** 2,
     legendre=lambda s: 0.5 * (_xlogx(1 + s) + _xlogx(1 - s)),
     lower=-1.0,
@@ -73,6 +76,7 @@ _TANH = Activation(
 _HARD_SIGMOID = Activation(
     name="hard_sigmoid",
     rho=lambda u: u.clamp(0.0, 1.0),
+    rho_=lambda u: u.clamp_(0.0, 1.0),
     rho_prime=lambda u: ((u > 0) & (u < 1)).to(u.dtype),
     legendre=lambda s: 0.5 * s * s,
     lower=0.0,
@@ -83,6 +87,7 @@ _HARD_SIGMOID = Activation(
 _IDENTITY = Activation(
     name="identity",
     rho=lambda u: u,
+    rho_=lambda u: u,
     rho_prime=torch.ones_like,
     legendre=lambda s: 0.5 * s * s,
     lower=-math.inf,

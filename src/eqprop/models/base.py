@@ -129,6 +129,9 @@ class HopfieldEnergy(EnergyModel):
     """
 
     activations: tuple[Activation, ...]
+    #: Set to True when ``primitive_grad`` always returns new tensors (never the context, a
+    #: state or a parameter): solvers then apply ρ in place outside autograd, saving a copy.
+    fresh_drive: bool = False
 
     def primitive(self, state: State, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define primitive(state, x).")

@@ -42,6 +42,7 @@ class HopfieldMLP(HopfieldEnergy):
 
     output_layer = -1
     output_is_parameter_free = True
+    fresh_drive = True  # primitive_grad returns new tensors: solvers may activate them in place
 
     def __init__(
         self,
@@ -100,8 +101,10 @@ class HopfieldMLP(HopfieldEnergy):
                 h = drive0
             else:
                 h = torch.nn.functional.linear(state[k - 1], params[k]["weight"], params[k]["bias"])
-            if k + 1 < n:
-                h = h + state[k + 1] @ params[k + 1]["weight"]
+            if k + 1 < n:  # h + s_{k+1} W_{k+1} in one fused kernel
+                h = torch.addmm(h, state[k + 1], params[k + 1]["weight"])
+            elif k == 0:
+                h = h.clone()  # a single layer: never hand out the context itself
             out.append(h)
         return tuple(out)
 

@@ -196,11 +196,12 @@ class FixedPoint(_HopfieldSolver):
     """
 
     def step(self, model, x, state, context, nudge, clamp):
-        # The body of drive() inlined: this line runs at every step of every relaxation.
-        drive = model.primitive_grad(state, x, context, create_graph=torch.is_grad_enabled())
+        # The body of drive() inlined: this runs at every step of every relaxation.
+        differentiable = torch.is_grad_enabled()
+        drive = model.primitive_grad(state, x, context, create_graph=differentiable)
         if nudge is not None:
             drive = _add_nudge(drive, model, state, nudge, sign=-1.0)
-        new = tuple([a.rho(h) for a, h in zip(model.activations, drive)])
+        new = tuple([_activate(a, h, model, differentiable) for a, h in zip(model.activations, drive)])
         return _apply_clamp(new, clamp) if clamp else new
 
     def drive(self, model, x, state, context, nudge):
@@ -225,9 +226,16 @@ class Asynchronous(_HopfieldSolver):
             drive = model.primitive_grad(tuple(state), x, context, create_graph=differentiable)
             drive = _add_nudge(drive, model, tuple(state), nudge, sign=-1.0)
             for k in block:
-                state[k] = model.activations[k].rho(drive[k])
+                state[k] = _activate(model.activations[k], drive[k], model, differentiable)
             state = list(_apply_clamp(tuple(state), clamp))
         return tuple(state)
+
+
+def _activate(activation, drive: Tensor, model, differentiable: bool) -> Tensor:
+    """ρ(drive), in place when the drive is a fresh tensor outside autograd (saves a copy)."""
+    if not differentiable and activation.rho_ is not None and getattr(model, "fresh_drive", False):
+        return activation.rho_(drive)
+    return activation.rho(drive)
 
 
 def _require_hopfield(model, solver) -> None:
