@@ -59,3 +59,28 @@ def test_bad_model_arguments():
     model = HopfieldMLP([3, 2])
     with pytest.raises(ShapeError, match="3 features"):
         model.init_state(torch.zeros(4, 5))
+
+
+def test_in_place_activation_never_touches_the_context():
+    """A single-layer network's drive is the context itself: the solver must not overwrite it."""
+    torch.manual_seed(2)
+    model = HopfieldMLP([3, 4], "hard_sigmoid").double()
+    x = torch.randn(5, 3) * 3
+    context = model.prepare(x).detach()
+    saved = context.clone()
+    with torch.no_grad():
+        state, _ = FixedPoint(tol=None, max_steps=3).solve(model, x, model.init_state(x), context=context)
+    assert torch.equal(context, saved)
+    assert torch.equal(state[0], saved.clamp(0, 1))
+
+
+def test_relaxation_with_and_without_autograd_agree():
+    """The in-place path (no graph) and the differentiable path compute the same numbers."""
+    torch.manual_seed(3)
+    model = HopfieldMLP([6, 5, 4, 3], "sigmoid").double()
+    x = torch.randn(4, 6)
+    solver = FixedPoint(tol=None, max_steps=25)
+    fast, _ = solver.solve(model, x, model.init_state(x))
+    graph, _ = solver.solve(model, x, model.init_state(x), differentiable=True)
+    for a, b in zip(fast, graph):
+        assert torch.equal(a, b.detach())
