@@ -11,7 +11,8 @@ the blocks and backpropagates through the linear map; the baseline is autograd t
 everything (BPTT through each block's 30 free steps). A plain PyTorch loop: the learner writes
 dL/dθ into .grad, any torch optimizer applies it.
 
-Measured (30 epochs, float32, 2 CPU cores): see docs/ff_ebm.md.
+Measured (30 epochs, float32, seeds 0/1/2): chained EP 95.26 / 97.49 / 96.38 %, BPTT 97.49 / 97.49 /
+97.77 %; 25–50 s per run on a shared 2-core machine (docs/ff_ebm.md).
 """
 
 from __future__ import annotations
