@@ -78,14 +78,7 @@ class EnergyModel(nn.Module):
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         """∂E/∂s for each layer, per sample (autograd)."""
-        with torch.enable_grad():
-            if create_graph:
-                leaves = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
-            else:
-                leaves = tuple(s.detach().requires_grad_() for s in state)
-            e = self.energy(leaves, x).sum()
-            grads = _holomorphic_grad(e, leaves, create_graph)
-        return tuple(grads)
+        return state_gradient(lambda leaves: self.energy(leaves, x), state, create_graph)
 
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
         """∂_θ Σ_b w_b E(s_b, θ, x_b) for every trainable parameter (autograd)."""
@@ -145,14 +138,7 @@ class HopfieldEnergy(EnergyModel):
 
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         """∂Φ/∂s per layer (autograd; layered models override with a closed form)."""
-        with torch.enable_grad():
-            if create_graph:
-                leaves = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
-            else:
-                leaves = tuple(s.detach().requires_grad_() for s in state)
-            phi = self.primitive(leaves, x).sum()
-            grads = _holomorphic_grad(phi, leaves, create_graph)
-        return tuple(grads)
+        return state_gradient(lambda leaves: self.primitive(leaves, x), state, create_graph)
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         drive = self.primitive_grad(state, x, context, create_graph=create_graph)
@@ -162,6 +148,20 @@ class HopfieldEnergy(EnergyModel):
         from ..solvers import FixedPoint
 
         return FixedPoint(tol=1e-6, max_steps=500)
+
+
+def state_gradient(per_sample, state: State, create_graph: bool = False) -> State:
+    """∂/∂s of Σ_b per_sample(s)_b for each layer (complex derivative for complex states).
+
+    With ``create_graph`` the graph through ``state`` is kept (BPTT); otherwise the state is
+    detached and the result carries no graph.
+    """
+    with torch.enable_grad():
+        if create_graph:
+            leaves = tuple(s if s.requires_grad else s.detach().requires_grad_() for s in state)
+        else:
+            leaves = tuple(s.detach().requires_grad_() for s in state)
+        return tuple(_holomorphic_grad(per_sample(leaves).sum(), leaves, create_graph))
 
 
 def _holomorphic_grad(value: Tensor, leaves, create_graph: bool):
