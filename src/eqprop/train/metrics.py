@@ -112,7 +112,8 @@ def plot_learning_curve(metrics_csv: str | os.PathLike, out_png: str | os.PathLi
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, [float(r[f"{split}_loss"]) for r in rows], style, label=split, markersize=3)
         ax_acc.plot(epochs, [100 * float(r[f"{split}_accuracy"]) for r in rows], style, label=split, markersize=3)
-    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
+    positive = all(float(r[f"{split}_loss"]) > 0 for r in rows for split in ("train", "test"))
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log" if positive else "linear")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
