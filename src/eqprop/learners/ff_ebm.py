@@ -128,7 +128,7 @@ class ChainedEP(Learner):
     r"""Chained (centered) equilibrium propagation through an ff-EBM (Nest & Ernoult 2024).
 
     Per block k, from the top, with s_k^{±β} relaxed from the free state s_k under the nudge
-    ±β C(o_L, y) (top block) or ±β ⟨δ_{k−1+1}, o_k⟩ (the blocks below):
+    ±β C(o_L, y) (top block) or ±β ⟨δ_k, o_k⟩ with δ_k ≈ dℓ/do_k (the blocks below):
 
         g_{θ_k} = [∂_θE_k(s_k^{+β}) − ∂_θE_k(s_k^{−β})] / 2β
         δx_k   = [∂_xE_k(s_k^{+β}) − ∂_xE_k(s_k^{−β})] / 2β,    (g_{ω_k}, δ_{k−1}) = VJP of F_k with δx_k
