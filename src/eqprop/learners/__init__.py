@@ -14,3 +14,7 @@ __all__ += ['RHEL', 'ContinuousRHEL']
 from .ff_ebm import ChainedEP, LinearCost
 
 __all__ += ["ChainedEP", "LinearCost"]
+
+from .heb import HEB
+
+__all__ += ["HEB"]

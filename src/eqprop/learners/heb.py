@@ -1,0 +1,189 @@
+"""HEB: Hamiltonian echo backpropagation (López-Pastor & Marquardt 2023).
+
+"Self-learning machines based on Hamiltonian echo backpropagation" (Phys. Rev. X 13, 031020);
+ALGORITHMS.md §2 HEB is the specification. The parameters θ are positions with momenta π, all
+under one time-independent Hamiltonian (see :mod:`eqprop.learners.heb_joint`)
+
+    H = T(p) + ½|π|²/m + V(q, u; θ)          (1/m = 0 allowed: θ frozen, π accumulates −∫∂_θV)
+
+Protocol, from X₀ = (q₀, θ₀, p₀, π₀ = 0), with the leapfrog step on the whole state:
+
+1. evolve N steps → X(T);
+2. nudge, **then** flip: p ← p − η∇_qC(q(T)), π ← π − η∇_θC (readout parameters), then
+   (p, π) ← (−p, −π)  (kicking after the flip with the same written sign reverses the result);
+3. evolve N steps (a sequence input is replayed in reverse; a static one is the same input);
+4. flip all momenta again → X_η.
+
+To first order in η, exactly for any m and step: π_η − π₀ = −η dC/dθ(0), the derivative through
+the full dynamics with θ moving (and p_η − p₀ = −η ∂C/∂q(0), q_η − q₀ = +η ∂C/∂p(0)). So
+
+    dL/dθ ≈ −(π_{+η} − π_{−η}) / 2η      (variant="centered",  error O(η²))
+    dL/dθ ≈ −(π_{+η} − π₀) / η           (variant="one_sided", error O(η))
+
+averaged over the batch (each sample is its own system with its own copy of θ). With 1/m = 0 it
+is BPTT through the model's leapfrog with a final-time loss; with finite m the full-dynamics
+gradient differs from the frozen one by O(T²/m). ``eqprop.baselines.heb_full_dynamics`` is the
+autograd reference. The echo's θ is discarded — the model's parameters are never moved, which
+is "θ restored to θ₀" (the η = 0 echo returns X₀ to round-off: :meth:`HEB.echo_error`) — and a
+``torch.optim`` optimizer applies the gradient written into ``.grad``. Learner state: none (π₀ = 0
+at every estimate). A θ-dependent initial state is handled by pulling λ = dC/dΦ(0), read off the
+echo's end, back through ``init_state``.
+
+Check: tests/test_heb.py — HEB vs autograd of the full dynamics for m ∈ {1, 100, ∞} (centered
+slope 2, one-sided 1), vs BPTT for m = ∞, the η = 0 echo, the O(T²/m) gap, errors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..costs import Cost, SquaredError
+from ..errors import ConfigurationError
+from ..solvers.integrators import LeapFrog
+from .base import Estimate, Learner, check_beta
+from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
+from .sequence import check_reversible
+
+__all__ = ["HEB"]
+
+VARIANTS = ("centered", "one_sided")
+
+
+class HEB(Learner):
+    """Hamiltonian echo backpropagation: dL/dθ = −Δπ/η read off a time-reversed echo.
+
+    Args:
+        eta: the nudge η (non-zero); ≈ 1e-3 × 1/|∇C| in float64, larger in float32.
+        variant: "centered" (echoes at ±η, O(η²)) or "one_sided" (η and 0, O(η)).
+        mass: the parameters' mass m > 0; ``float('inf')`` (default) freezes θ during the
+            evolution (the gradient is then exactly the frozen-parameter one, BPTT).
+        integrator: an exactly reversible step applied to the joint state, ``LeapFrog()`` by
+            default (the model's own scalar ``dt``); a non-reversible one raises
+            :class:`eqprop.errors.NotReversibleError`.
+        steps: N, the number of steps a static input [batch, features] is held for; ``None``
+            for a sequence input [batch, T, features] (N = T, replayed in reverse by the echo).
+        cost: the per-sample final-time cost; :class:`eqprop.costs.SquaredError` by default.
+    """
+
+    def __init__(self, eta: float, variant: str = "centered", mass: float = float("inf"), integrator=None,
+                 steps: int | None = None, cost: Cost | None = None) -> None:
+        self.eta = check_beta("eta", eta)
+        if variant not in VARIANTS:
+            raise ConfigurationError(f"Unknown HEB variant {variant!r}; choose 'centered' or 'one_sided'.")
+        self.variant = variant
+        self.mass = float(mass)
+        self.inv_mass = check_mass(mass)
+        self.integrator = LeapFrog() if integrator is None else integrator
+        check_reversible(self.integrator)
+        self.steps = check_steps(steps)
+        self.cost = SquaredError() if cost is None else cost
+
+    def __repr__(self) -> str:
+        return (f"HEB(eta={self.eta}, variant={self.variant!r}, mass={self.mass}, integrator={self.integrator!r}, "
+                f"steps={self.steps}, cost={self.cost!r})")
+
+    # -- contract ------------------------------------------------------------------------------
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """The final-time output, [batch, ...] (with θ moving during the run when m is finite)."""
+        x_seq = prepare(model, x, None, self.steps, self.cost)
+        joint, dt, Q, P = self._initial(model, x_seq)
+        Q, P = run(joint, self.integrator, Q, P, _inputs(x_seq), dt)
+        with torch.no_grad():
+            return joint.output(*joint.split(Q))
+
+    def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
+        x_seq = prepare(model, x, y, self.steps, self.cost)
+        joint, dt, Q0, P0 = self._initial(model, x_seq)
+        batch = x_seq.shape[0]
+        inputs = _inputs(x_seq)
+        Q_T, P_T = run(joint, self.integrator, Q0, P0, inputs, dt)
+        prediction, loss, force = self._nudge_force(joint, Q_T, y)
+        etas = [self.eta, -self.eta] if self.variant == "centered" else [self.eta, 0.0]
+        Q_e, P_e = self._echo(joint, dt, Q_T, P_T, force, inputs, etas, batch)
+        grads = self._read(model, joint, x_seq, Q_e, P_e, etas[0] - etas[1], batch)
+        info = {"eta": self.eta, "variant": self.variant, "mass": self.mass}
+        if self.variant == "one_sided":
+            info["echo_error"] = _return_error(Q0, P0, Q_T, P_T, Q_e[batch:], P_e[batch:])
+        return Estimate(grads=grads, loss=loss, prediction=prediction, info=info)
+
+    def echo_error(self, model: nn.Module, x: Tensor) -> float:
+        """max |X_{η=0} − X₀| / max(|X₀|, |X(T)|) over (q, θ, p, π): round-off for a reversible step."""
+        x_seq = prepare(model, x, None, self.steps, self.cost)
+        joint, dt, Q0, P0 = self._initial(model, x_seq)
+        inputs = _inputs(x_seq)
+        Q_T, P_T = run(joint, self.integrator, Q0, P0, inputs, dt)
+        Q_e, P_e = self._echo(joint, dt, Q_T, P_T, torch.zeros_like(P_T), inputs, [0.0], x_seq.shape[0])
+        return _return_error(Q0, P0, Q_T, P_T, Q_e, P_e)
+
+    # -- the phases ----------------------------------------------------------------------------
+    def _initial(self, model, x_seq: Tensor):
+        """The joint system, its step and X₀ = (q₀, θ₀, p₀, π₀ = 0) with one row per sample."""
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        with torch.no_grad():
+            q0, p0 = model.init_state(x_seq)
+        dt = check_joint(model, self.integrator, names, p0)
+        joint = JointSystem(model, names, self.inv_mass, q0.shape[1:])
+        theta0 = parameter_rows(model, names, q0.shape[0]).detach()
+        Q0 = joint.join(q0, theta0)
+        P0 = joint.join(p0, torch.zeros_like(theta0))
+        return joint, dt, Q0, P0
+
+    def _nudge_force(self, joint: JointSystem, Q_T: Tensor, y: Tensor):
+        """Final output, batch-mean loss and ∇_X C = (∇_qC, ∇_θC) per row at X(T)."""
+        with torch.enable_grad():
+            q, theta = (t.detach().requires_grad_(True) for t in joint.split(Q_T))
+            output = joint.output(q, theta)
+            per_sample = self.cost(output, y)
+            grad_q, grad_theta = torch.autograd.grad(per_sample.sum(), [q, theta], allow_unused=True)
+        grad_q = torch.zeros_like(q) if grad_q is None else grad_q
+        grad_theta = torch.zeros_like(theta) if grad_theta is None else grad_theta
+        loss = per_sample.detach().reshape(per_sample.shape[0], -1).sum(1).mean()
+        return output.detach(), loss, joint.join(grad_q, grad_theta)
+
+    def _echo(self, joint, dt, Q_T, P_T, force, inputs, etas: list[float], batch: int):
+        """Copies c = 0..C−1: p ← p − η_c∇C, flip, evolve with inputs reversed, flip → X_{η_c}."""
+        copies = len(etas)
+        eta_col = torch.repeat_interleave(Q_T.new_tensor(etas), batch).unsqueeze(1)
+        Q = Q_T.repeat(copies, 1)
+        P = -(P_T.repeat(copies, 1) - eta_col * force.repeat(copies, 1))  # nudge, THEN flip
+        reversed_inputs = [u.repeat(copies, *([1] * (u.dim() - 1))) for u in reversed(inputs)]
+        Q, P = run(joint, self.integrator, Q, P, reversed_inputs, dt)
+        return Q, -P
+
+    def _read(self, model, joint, x_seq, Q_e, P_e, denominator: float, batch: int) -> dict[str, Tensor]:
+        """g = −(π_a − π_b)/(η_a − η_b), batch mean, plus λ(0) pulled back through ``init_state``."""
+        q_a, theta_a = joint.split(Q_e[:batch])
+        q_b, theta_b = joint.split(Q_e[batch:2 * batch])
+        p_a, pi_a = joint.split(P_e[:batch])
+        p_b, pi_b = joint.split(P_e[batch:2 * batch])
+        flat = -(pi_a - pi_b).sum(0) / (denominator * batch)
+        named = dict(model.named_parameters())
+        grads, start = {}, 0
+        for name, shape, size in zip(joint.names, joint.shapes, joint.sizes):
+            grads[name] = flat[start:start + size].reshape(shape).clone()
+            start += size
+        lam_q = -(p_a - p_b) / (denominator * batch)  # dC/dq(0) = −∂_η p_η
+        lam_p = (q_a - q_b) / (denominator * batch)  # dC/dp(0) = +∂_η q_η
+        with torch.enable_grad():
+            q0, p0 = model.init_state(x_seq)
+            outs = [(t, c) for t, c in ((q0, lam_q), (p0, lam_p)) if t.requires_grad]
+            if outs:
+                leaves = [named[n] for n in joint.names]
+                extra = torch.autograd.grad([t for t, _ in outs], leaves, grad_outputs=[c for _, c in outs],
+                                            allow_unused=True)
+                for name, g in zip(joint.names, extra):
+                    if g is not None:
+                        grads[name] += g
+        return grads
+
+
+def _inputs(x_seq: Tensor) -> list[Tensor]:
+    return [x_seq[:, k] for k in range(x_seq.shape[1])]
+
+
+def _return_error(Q0: Tensor, P0: Tensor, Q_T: Tensor, P_T: Tensor, Q_e: Tensor, P_e: Tensor) -> float:
+    with torch.no_grad():
+        error = max(float((Q_e - Q0).abs().max()), float((P_e - P0).abs().max()))
+        scale = max(float(t.abs().max()) for t in (Q0, P0, Q_T, P_T))
+    return error / scale if scale > 0 else error
