@@ -88,8 +88,9 @@ def test_affine_scan_rejects_mismatched_shapes():
         affine_scan(torch.randn(3, 2, 2), torch.randn(1, 5, 4, 2), torch.randn(1, 3, 2))
 
 
-def test_hssm_parallel_prediction_equals_the_sequential_simulation():
-    model = HSSM(2, 5, 3, num_layers=2, hru="linear")
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_hssm_parallel_prediction_equals_the_sequential_simulation(pooling):
+    model = HSSM(2, 5, 3, num_layers=2, hru="linear", pooling=pooling)
     x = torch.randn(2, 300, 2)
     sequential = RHEL(1e-3).predict(model, x)
     with torch.no_grad():

@@ -139,4 +139,8 @@ class HSSM(HamiltonianModel):
         for index, layer in enumerate(self.layers):
             q_seq, _ = layer.trajectory(z)
             z = self.mix(index, z, q_seq)
-        return self.decode(z)
+        out = self.decode(z)
+        if self.pooling == "mean":  # running time average, as the sequential simulation reads it
+            counts = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device)
+            out = out.cumsum(1) / counts.reshape(1, -1, *([1] * (out.dim() - 2)))
+        return out
