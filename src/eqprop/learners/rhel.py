@@ -11,7 +11,12 @@ echo accumulate G(ε) = Σ_j ∂_θS_j with S_j the integrator's generating sum 
 
 The same rule covers every parameter of the Hamiltonian, trainable step sizes dt included.
 The echoes are batched along the batch axis, so RHEL is three passes whatever the model size,
-and keeps no trajectory: memory is independent of N. Input gradients dL/du_k come out of the
+and keeps no trajectory: memory is independent of N. Each layer steps through its *echo kernel*
+(``layer.echo_kernel``, eqprop.models.echo_kernels): closed-form forces and ∂_θS_j for the
+built-in HRUs, autograd for any other Hamiltonian; the feedforward maps through the model's
+*stack kernel* (closed-form VJPs for the HSSM). The whole echo runs under ``torch.no_grad``.
+With ``model.pooling == "mean"`` (time-averaged output) the loss gradient reaches step k as
+Σ_{i≥k} g_i/(i+1). Input gradients dL/du_k come out of the
 same contrast, −[∂_uS_j(+ε) − ∂_uS_j(−ε)]/2ε, and are chained through the per-step feedforward
 maps of a stack (``mix``, ``encode``, ``decode``) by vector-Jacobian products; feedforward maps
 and the decoder are evaluated at the ε = 0 copy when there is one ("one_sided", or
@@ -24,6 +29,7 @@ With ε = 0 the echo returns to the initial state to round-off: :meth:`RHEL.echo
 
 Check: tests/test_rhel.py — RHEL vs BPTT through the same integrator on HRUs, an HSSM and a
 Hamiltonian written in the test; log-log slope ≈ 2 (centered) and ≈ 1 (one-sided).
+tests/test_echo_kernels.py — the closed forms vs autograd; mean pooling vs BPTT.
 """
 
 from __future__ import annotations

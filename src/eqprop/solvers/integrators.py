@@ -7,8 +7,11 @@ so a scalar or per-coordinate trainable step size needs no special case. Each de
 A reversible integrator also gives its *generating sum* S (Pourcel & Ernoult 2025; ALGORITHMS.md
 §2): the step is the composition of drifts and kicks, S adds each sub-step's energy times its
 fraction of the step at the point where that sub-step evaluated it, and ∂_θS summed along the echo
-is what RHEL contrasts, for every parameter (dt included). :meth:`echo_step` does one step of a
-batch of echo copies and returns Σ_c w_c ∂_θS_c (and the same for the input u).
+is what RHEL contrasts, for every parameter (dt included). :meth:`echo` does one step of a batch
+of echo copies as its sequence of sub-steps on an echo kernel (eqprop.models.echo_kernels:
+``drift``/``kick`` with their fractions), which accumulates Σ_c w_c ∂_θS_c (and the same for the
+input u) — in closed form for the built-in HRUs. :meth:`echo_step` is the same step by autograd
+with arbitrary per-row weights (kept for checks and diagnostics).
 
 This module knows models only through their Hamiltonian methods; it knows nothing of costs or
 learners.
