@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..solvers.integrators import LeapFrog
+from ..solvers.integrators import EchoContrast, Integrator, LeapFrog
 from .base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from .sequence import check_reversible
@@ -94,18 +94,68 @@ class HEB(Learner):
 
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
         x_seq = prepare(model, x, y, self.steps, self.cost)
+        etas = [self.eta, -self.eta] if self.variant == "centered" else [self.eta, 0.0]
+        info = {"eta": self.eta, "variant": self.variant, "mass": self.mass}
+        if self.inv_mass == 0.0 and type(self.integrator).echo_step is not Integrator.echo_step:
+            return self._estimate_frozen(model, x_seq, y, etas, info)
         joint, dt, Q0, P0 = self._initial(model, x_seq)
         batch = x_seq.shape[0]
         inputs = _inputs(x_seq)
         Q_T, P_T = run(joint, self.integrator, Q0, P0, inputs, dt)
         prediction, loss, force = self._nudge_force(joint, Q_T, y)
-        etas = [self.eta, -self.eta] if self.variant == "centered" else [self.eta, 0.0]
         Q_e, P_e = self._echo(joint, dt, Q_T, P_T, force, inputs, etas, batch)
         grads = self._read(model, joint, x_seq, Q_e, P_e, etas[0] - etas[1], batch)
-        info = {"eta": self.eta, "variant": self.variant, "mass": self.mass}
         if self.variant == "one_sided":
             info["echo_error"] = _return_error(Q0, P0, Q_T, P_T, Q_e[batch:], P_e[batch:])
         return Estimate(grads=grads, loss=loss, prediction=prediction, info=info)
+
+    def _estimate_frozen(self, model, x_seq: Tensor, y: Tensor, etas: list[float], info: dict) -> Estimate:
+        """1/m = 0 without per-row copies of θ: θ stays θ₀ exactly, so only Σ_rows π matters.
+
+        Along the echo π changes by −Σ_j ∂_θS_j (S_j the integrator's generating sum: for leapfrog
+        (dt/2)[V(q_j) + V(q_{j+1})]); the integrator's ``echo_step`` accumulates Σ_c w_c ∂_θS_c with
+        w = +1 on copy a and −1 on copy b, so −(π_a − π_b) = (η_a − η_b) Σ_rows ∇_θC − (G_a − G_b),
+        the forward run's share cancelling between the copies. Same result as the joint path
+        (tests/test_heb.py), at the cost of plain batched evaluations.
+        """
+        batch, copies = x_seq.shape[0], len(etas)
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        named = dict(model.named_parameters())
+        params = [named[n] for n in names]
+        inputs = _inputs(x_seq)
+        with torch.no_grad():
+            q0, p0 = model.init_state(x_seq)
+            dt = check_joint(model, self.integrator, names, p0)
+            q, p = q0, p0
+            for u in inputs:
+                q, p = self.integrator.step(model, q, p, u, dt)
+        with torch.enable_grad():
+            q_leaf = q.detach().requires_grad_(True)
+            output = model.output(q_leaf)
+            per_sample = self.cost(output, y)
+            grad_q, *direct = torch.autograd.grad(per_sample.sum(), [q_leaf] + params, allow_unused=True)
+        loss = per_sample.detach().reshape(batch, -1).sum(1).mean()
+        eta_col = torch.repeat_interleave(q.new_tensor(etas), batch).reshape(-1, *([1] * (q.dim() - 1)))
+        weights = torch.repeat_interleave(q.new_tensor([1.0, -1.0]), batch)
+        q_e = q.repeat(copies, *([1] * (q.dim() - 1)))
+        p_e = -(p.repeat(copies, *([1] * (p.dim() - 1))) - eta_col * grad_q.repeat(copies, *([1] * (q.dim() - 1))))
+        contrast = EchoContrast(params)
+        with torch.no_grad():
+            for u in reversed(inputs):
+                u_rows = u.repeat(copies, *([1] * (u.dim() - 1)))
+                q_e, p_e = self.integrator.echo_step(model, q_e, p_e, u_rows, dt, weights, contrast)
+        p_e = -p_e
+        denominator = etas[0] - etas[1]
+        grads = {}
+        for name, param, d, g in zip(names, params, direct, contrast.grads):
+            total = torch.zeros_like(param) if d is None else d.detach().clone()
+            if g is not None:
+                total -= g / denominator
+            grads[name] = total / batch
+        self._initial_state_term(model, x_seq, grads, names, q_e, p_e, denominator, batch)
+        if self.variant == "one_sided":
+            info["echo_error"] = _return_error(q0, p0, q, p, q_e[batch:], p_e[batch:])
+        return Estimate(grads=grads, loss=loss, prediction=output.detach(), info=info)
 
     def echo_error(self, model: nn.Module, x: Tensor) -> float:
         """max |X_{η=0} − X₀| / max(|X₀|, |X(T)|) over (q, θ, p, π): round-off for a reversible step."""
@@ -153,29 +203,31 @@ class HEB(Learner):
 
     def _read(self, model, joint, x_seq, Q_e, P_e, denominator: float, batch: int) -> dict[str, Tensor]:
         """g = −(π_a − π_b)/(η_a − η_b), batch mean, plus λ(0) pulled back through ``init_state``."""
-        q_a, theta_a = joint.split(Q_e[:batch])
-        q_b, theta_b = joint.split(Q_e[batch:2 * batch])
-        p_a, pi_a = joint.split(P_e[:batch])
-        p_b, pi_b = joint.split(P_e[batch:2 * batch])
+        pi_a, pi_b = joint.split(P_e[:batch])[1], joint.split(P_e[batch:2 * batch])[1]
         flat = -(pi_a - pi_b).sum(0) / (denominator * batch)
-        named = dict(model.named_parameters())
         grads, start = {}, 0
         for name, shape, size in zip(joint.names, joint.shapes, joint.sizes):
             grads[name] = flat[start:start + size].reshape(shape).clone()
             start += size
-        lam_q = -(p_a - p_b) / (denominator * batch)  # dC/dq(0) = −∂_η p_η
-        lam_p = (q_a - q_b) / (denominator * batch)  # dC/dp(0) = +∂_η q_η
+        q_e, p_e = joint.split(Q_e)[0], joint.split(P_e)[0]
+        self._initial_state_term(model, x_seq, grads, joint.names, q_e, p_e, denominator, batch)
+        return grads
+
+    @staticmethod
+    def _initial_state_term(model, x_seq, grads, names, q_e, p_e, denominator: float, batch: int) -> None:
+        """Add λ(0)·∂Φ₀/∂θ, λ_q = dC/dq(0) = −∂_η p_η, λ_p = dC/dp(0) = +∂_η q_η (batch mean)."""
+        lam_q = -(p_e[:batch] - p_e[batch:2 * batch]) / (denominator * batch)
+        lam_p = (q_e[:batch] - q_e[batch:2 * batch]) / (denominator * batch)
+        named = dict(model.named_parameters())
         with torch.enable_grad():
             q0, p0 = model.init_state(x_seq)
             outs = [(t, c) for t, c in ((q0, lam_q), (p0, lam_p)) if t.requires_grad]
             if outs:
-                leaves = [named[n] for n in joint.names]
-                extra = torch.autograd.grad([t for t, _ in outs], leaves, grad_outputs=[c for _, c in outs],
-                                            allow_unused=True)
-                for name, g in zip(joint.names, extra):
+                extra = torch.autograd.grad([t for t, _ in outs], [named[n] for n in names],
+                                            grad_outputs=[c for _, c in outs], allow_unused=True)
+                for name, g in zip(names, extra):
                     if g is not None:
                         grads[name] += g
-        return grads
 
 
 def _inputs(x_seq: Tensor) -> list[Tensor]:
