@@ -12,8 +12,16 @@ the default mass m = ∞ the parameters are frozen during the run and the gradie
 to O(η²); with a finite --mass the parameters move during the run, and HEB descends the loss of
 the full (θ moving) dynamics. All runs start from the same weights and see the same batches.
 
-Measured on this machine (2 shared CPU cores, float64), defaults (n = 32, N = 10, 8 epochs):
-see the figures recorded in docs/heb.md.
+Measured on this machine (2 shared CPU cores, float64), defaults (n = 32, N = 10, dt = 0.2,
+1000 train / 359 test digits, 8 epochs, Adam lr 1e-2, η = 1e-3), 55 s in all:
+
+    HEB m=inf   final train loss 0.1005  train acc 96.8 %  test acc 95.3 %  (6 s)
+    HEB m=10    final train loss 0.1033  train acc 96.8 %  test acc 96.4 %  (41 s)
+    BPTT        final train loss 0.1005  train acc 96.8 %  test acc 95.3 %  (3 s)
+
+HEB at m = ∞ and BPTT agree to the printed digits (their gradients differ by O(η²) ≈ 1e-7).
+The m = 10 run is a different model (θ moves during the run; its loss is that of the full
+dynamics) and is slower: every sample carries its own copy of θ.
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--eta", type=float, default=1e-3)
-    parser.add_argument("--mass", type=float, default=float("inf"), help="parameter mass m (inf: frozen θ)")
+    parser.add_argument("--mass", type=float, default=10.0, help="mass m of the second HEB run (θ moves)")
     parser.add_argument("--train", type=int, default=1000, help="training samples (of 1437)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -121,10 +129,11 @@ def main() -> None:
     cost = CrossEntropy()
     model = OscillatorNetwork(data[0].shape[1], args.hidden, 10, args.dt)
     learners = {
-        "HEB": HEB(args.eta, mass=args.mass, steps=args.steps, cost=cost),
+        "HEB m=inf": HEB(args.eta, steps=args.steps, cost=cost),
+        f"HEB m={args.mass:g}": HEB(args.eta, mass=args.mass, steps=args.steps, cost=cost),
         "BPTT": Held(args.steps, cost),
     }
-    print(f"n = {args.hidden}, N = {args.steps}, dt = {args.dt}, m = {args.mass}, {len(data[0])} train / "
+    print(f"n = {args.hidden}, N = {args.steps}, dt = {args.dt}, {len(data[0])} train / "
           f"{len(data[2])} test digits")
     for name, learner in learners.items():
         train(name, learner, copy.deepcopy(model), data, args)
