@@ -10,3 +10,7 @@ __all__ += ['Adjoint']
 from .chained import ChainedBackprop
 
 __all__ += ["ChainedBackprop"]
+
+from .lagrangian import LagrangianBPTT, LagrangianImplicit
+
+__all__ += ["LagrangianImplicit", "LagrangianBPTT"]

@@ -18,3 +18,7 @@ __all__ += ["ChainedEP", "LinearCost"]
 from .heb import HEB
 
 __all__ += ["HEB"]
+
+from .glep import GLEP
+
+__all__ += ["GLEP"]

@@ -16,3 +16,7 @@ __all__ += ["FFEBM", "hopfield_chain"]
 from .conv_hopfield import ConvHopfield
 
 __all__ += ["ConvHopfield"]
+
+from .lagrangian import LagrangianModel
+
+__all__ += ["LagrangianModel"]

@@ -6,3 +6,7 @@ from .scan import affine_scan
 
 __all__ = ["GradientDescent", "FixedPoint", "Asynchronous", "Relaxation", "Nudge", "SolverStatus"]
 __all__ += ['Integrator', 'PositionVerlet', 'LeapFrog', 'SymplecticEuler', 'affine_scan']
+
+from .boundary import BoundaryNewton
+
+__all__ += ["BoundaryNewton"]

@@ -1,0 +1,114 @@
+"""Shared pieces of GLEP and its baselines for Lagrangian models.
+
+* :func:`check_lagrangian`, :func:`check_sequence` — one-sentence errors for a wrong model or x.
+* :func:`target_mode` — y [batch, ...] is a loss on the final point s_N only, y [batch, T, ...]
+  a loss at every point s_1..s_N (point k = step k − 1's output, as for Hamiltonian models).
+* :class:`TrajectoryNudge` — the nudge β Σ_k Δt w_k c(output(s_k), y_k) of the action, with
+  w_k = 1/Δt on the points that carry a loss, so the loss L = Σ_k Δt w_k c is the library's
+  (final-step cost, or per-step costs summed over time; batch mean taken by the learner).
+  Point 0 never carries a loss, so in the periodic case the shared point s_0 = s_N counts once.
+
+This module knows models only through ``output`` and the ``LagrangianModel`` class.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..costs import Cost
+from ..errors import ConfigurationError, ShapeError
+from ..models.lagrangian import LagrangianModel
+
+__all__ = ["check_lagrangian", "check_sequence", "target_mode", "TrajectoryNudge", "outputs_of"]
+
+Mode = Literal["final", "per_step"]
+
+
+def check_lagrangian(model) -> None:
+    if not isinstance(model, LagrangianModel):
+        raise ConfigurationError(
+            f"GLEP and its baselines need an eqprop.models.LagrangianModel, got {type(model).__name__}."
+        )
+
+
+def check_sequence(model: LagrangianModel, x: Tensor) -> None:
+    """x must be [batch, T ≥ 1, ...] with T ≥ 1 (and input_size features when the model says so)."""
+    if x.dim() < 2 or x.shape[1] < 1:
+        raise ShapeError(
+            f"A sequence input must be shaped [batch, T, ...] with T >= 1, got {tuple(x.shape)}; "
+            f"add a time axis with x.unsqueeze(1) for a single step."
+        )
+    width = getattr(model, "input_size", None)
+    if width is not None and (x.dim() != 3 or x.shape[-1] != width):
+        raise ShapeError(
+            f"The input {tuple(x.shape)} does not match input_size={width} of {type(model).__name__}; "
+            f"pass x shaped [batch, T, {width}]."
+        )
+
+
+def outputs_of(model: LagrangianModel, trajectory: Tensor) -> Tensor:
+    """output(s_k) for k = 1..N, [batch, N, ...] (time folded into the batch for one call)."""
+    batch, points, width = trajectory.shape
+    out = model.output(trajectory[:, 1:].reshape(batch * (points - 1), width))
+    return out.reshape(batch, points - 1, *out.shape[1:])
+
+
+def target_mode(model: LagrangianModel, x: Tensor, y: Tensor, cost: Cost) -> Mode:
+    """"final" for y shaped like one output, "per_step" for y with a time axis of length T."""
+    with torch.no_grad():
+        s0, _ = model.initial_conditions(x)
+        final_shape = model.output(s0).shape
+    per_step_shape = final_shape[:1] + torch.Size([x.shape[1]]) + final_shape[1:]
+    errors = []
+    for mode, shape in (("per_step", per_step_shape), ("final", final_shape)):
+        try:
+            cost.check_target(torch.zeros(shape, dtype=s0.dtype, device=s0.device), y)
+            return mode
+        except ShapeError as err:
+            errors.append(str(err))
+    raise ShapeError(
+        f"The target {tuple(y.shape)} fits neither a final-step loss (output {tuple(final_shape)}) nor a "
+        f"per-step loss (outputs {tuple(per_step_shape)}); {errors[-1]}"
+    )
+
+
+class TrajectoryNudge:
+    """e_k(s) = β Δt w_k c(output(s), y_k) with w_k = 1/Δt where point k carries a loss.
+
+    ``grad(k, s)`` is ∂e_k/∂s (None where w_k = 0 or β = 0); ``value(trajectory)`` is Σ_k e_k(s_k)
+    per sample; :meth:`loss` is the unnudged per-sample loss Σ_k c(output(s_k), y_k).
+    """
+
+    def __init__(self, model: LagrangianModel, cost: Cost, y: Tensor, mode: Mode, steps: int, beta: float) -> None:
+        self.model, self.cost, self.y, self.mode, self.steps, self.beta = model, cost, y, mode, steps, float(beta)
+
+    def target(self, k: int) -> Tensor | None:
+        if k == 0:
+            return None
+        if self.mode == "per_step":
+            return self.y[:, k - 1]
+        return self.y if k == self.steps else None
+
+    def grad(self, k: int, s: Tensor, create_graph: bool = False) -> Tensor | None:
+        target = self.target(k)
+        if target is None or self.beta == 0.0:
+            return None
+        with torch.enable_grad():
+            leaf = s if (create_graph and s.requires_grad) else s.detach().requires_grad_(True)
+            value = self.cost(self.model.output(leaf), target).sum()
+            (g,) = torch.autograd.grad(value, leaf, create_graph=create_graph)
+        return self.beta * g
+
+    def loss(self, trajectory: Tensor) -> Tensor:
+        """Σ_k c(output(s_k), y_k) per sample, [batch] (the cost reduced over time and features)."""
+        if self.mode == "per_step":
+            per = self.cost(outputs_of(self.model, trajectory), self.y)
+            return per.reshape(per.shape[0], -1).sum(dim=1)
+        per = self.cost(self.model.output(trajectory[:, -1]), self.y)
+        return per.reshape(per.shape[0], -1).sum(dim=1)
+
+    def value(self, trajectory: Tensor) -> Tensor:
+        return self.beta * self.loss(trajectory)
