@@ -187,7 +187,8 @@ def _legendre_grad(activation: Activation, s: Tensor) -> Tensor:
 
 def resolve_activations(activation: str | Activation | list | tuple, n_layers: int) -> tuple[Activation, ...]:
     """One activation for all layers, or one per layer."""
-    if isinstance(activation, (list, tuple)):
+    if not isinstance(activation, (str, Activation)) and hasattr(activation, "__iter__"):
+        activation = list(activation)  # a list, a tuple, or a config's list
         if len(activation) != n_layers:
             raise ShapeError(f"Got {len(activation)} activations for {n_layers} layers; give one or one per layer.")
         return tuple(get_activation(a) for a in activation)
