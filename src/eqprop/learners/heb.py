@@ -39,11 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, NotReversibleError
 from ..solvers.integrators import EchoContrast, Integrator, LeapFrog
 from .base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
-from .sequence import check_reversible
 
 __all__ = ["HEB"]
 
@@ -75,7 +74,11 @@ class HEB(Learner):
         self.mass = float(mass)
         self.inv_mass = check_mass(mass)
         self.integrator = LeapFrog() if integrator is None else integrator
-        check_reversible(self.integrator)
+        if not getattr(self.integrator, "reversible", False):
+            raise NotReversibleError(
+                f"{type(self.integrator).__name__} is not exactly reversible, so the HEB echo would not return to X₀; "
+                f"use eqprop.solvers.LeapFrog() or eqprop.solvers.PositionVerlet()."
+            )
         self.steps = check_steps(steps)
         self.cost = SquaredError() if cost is None else cost
 
