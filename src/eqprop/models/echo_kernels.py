@@ -58,7 +58,7 @@ class AutogradEchoKernel:
         self.model, self.dt, self.batch, self.copies = model, dt, batch, copies
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.sums: list[Tensor | None] = [None] * len(self.params)
-        self.weights = _copy_weights(dt if dt.is_floating_point() else torch.zeros(()), batch, copies)
+        self.weights = _copy_weights(dt, batch, copies)
         self.default_kinetic = default_kinetic(model)
         self.dt_index = next((i for i, p in enumerate(self.params) if p is dt), None)
         self.input_grad: Tensor | None = None
