@@ -102,6 +102,7 @@ def main() -> None:
     for name, learner in (("GLEP (echo, centered, β = %g)" % args.beta, GLEP(args.beta, boundary="echo")),
                           ("BPTT", LagrangianBPTT())):
         student.load_state_dict(initial)
+        torch.manual_seed(args.seed + 1)  # the same mini-batch order for both learners
         start = time.perf_counter()
         history = train(learner, student, x, y, x_test, y_test, args.epochs, 16, args.lr)
         elapsed = time.perf_counter() - start
