@@ -18,17 +18,17 @@ The two agree to round-off once each relaxation has converged (tests/test_ff_ebm
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError, ConvergenceError
+from ..errors import ConfigurationError
 from ..learners.base import Estimate, Learner
 from ..learners.ff_ebm import chain_free_pass, check_ffebm, feedforward_vjp, per_block
 from ..solvers.relaxation import Relaxation
+from .implicit import neumann_series
 
 __all__ = ["ChainedBackprop"]
 
@@ -109,7 +109,10 @@ class ChainedBackprop(Learner):
             seed = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(leaves, direct_grads))
             new = solver.step(block, x_leaf, leaves, block.prepare(x_leaf), None, None)
             new = tuple(n if n.requires_grad else n + 0 * l.sum() for n, l in zip(new, leaves))
-            total = self._neumann(new, leaves, seed)
+            total = neumann_series(
+                new, leaves, seed, self.tol, self.max_iter,
+                "a block's fixed-point map is not contracting at its equilibrium — relax longer or use method='bptt'",
+            )
             implicit = torch.autograd.grad(new, [p for _, p in params] + [x_leaf], total, allow_unused=True)
         grads = {}
         for (name, p), g_direct, g_implicit in zip(params, direct_grads[len(leaves):], implicit[:-1]):
@@ -120,21 +123,6 @@ class ChainedBackprop(Learner):
             grads[name] = g
         delta_x = implicit[-1] if implicit[-1] is not None else torch.zeros_like(x_leaf)
         return grads, delta_x
-
-    def _neumann(self, new, leaves, seed):
-        """λ = Σ_t (Jᵀ)^t seed, by vector-Jacobian products through one solver step."""
-        term, total = seed, [s.clone() for s in seed]
-        norm0 = _norm(seed)
-        for _ in range(self.max_iter):
-            term = torch.autograd.grad(new, leaves, term, retain_graph=True, allow_unused=True)
-            term = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(leaves, term))
-            total = [t + g for t, g in zip(total, term)]
-            if _norm(term) <= self.tol * max(norm0, 1e-300):
-                return tuple(total)
-        raise ConvergenceError(
-            f"The Neumann series did not converge in {self.max_iter} terms (last term {_norm(term):.2e}); "
-            "a block's fixed-point map is not contracting at its equilibrium — relax longer or use method='bptt'."
-        )
 
     def _bptt(self, model, x: Tensor, y: Tensor) -> Estimate:
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -154,7 +142,3 @@ class ChainedBackprop(Learner):
 
     def __repr__(self) -> str:
         return f"ChainedBackprop(method={self.method!r}, solver={self.solver!r}, cost={self.cost!r})"
-
-
-def _norm(tensors) -> float:
-    return math.sqrt(float(sum((t * t).sum() for t in tensors)))

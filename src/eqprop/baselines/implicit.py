@@ -27,7 +27,7 @@ from ..learners.base import Estimate
 from ..learners.energy_based import EnergyLearner
 from ..solvers.relaxation import Relaxation
 
-__all__ = ["ImplicitDifferentiation"]
+__all__ = ["ImplicitDifferentiation", "neumann_series"]
 
 
 class ImplicitDifferentiation(EnergyLearner):
@@ -93,20 +93,10 @@ class ImplicitDifferentiation(EnergyLearner):
             leaves = tuple(s.clone().requires_grad_() for s in state)
             new = solver.step(model, x, leaves, model.prepare(x), None, None)
             new = tuple(n if n.requires_grad else n + 0 * l.sum() for n, l in zip(new, leaves))
-            lam = dc_ds
-            total = [t.clone() for t in dc_ds]
-            norm0 = _norm(dc_ds)
-            for _ in range(self.max_iter):
-                lam = torch.autograd.grad(new, leaves, lam, retain_graph=True, allow_unused=True)
-                lam = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(state, lam))
-                total = [t + g for t, g in zip(total, lam)]
-                if _norm(lam) <= self.tol * max(norm0, 1e-300):
-                    break
-            else:
-                raise ConvergenceError(
-                    f"The Neumann series did not converge in {self.max_iter} terms (last term {_norm(lam):.2e}); "
-                    "the fixed-point map is not contracting at this state — use method='cg' or relax longer."
-                )
+            total = neumann_series(
+                new, leaves, dc_ds, self.tol, self.max_iter,
+                "the fixed-point map is not contracting at this state — use method='cg' or relax longer",
+            )
             return torch.autograd.grad(new, list(params.values()), tuple(total), allow_unused=True)
 
     def _cg(self, model, x, state, dc_ds, params):
@@ -145,6 +135,25 @@ class ImplicitDifferentiation(EnergyLearner):
                 )
             mixed = torch.autograd.grad(grad_s, list(params.values()), lam, allow_unused=True)
         return tuple(None if g is None else -g for g in mixed)
+
+
+def neumann_series(new, leaves, seed, tol: float, max_iter: int, hint: str) -> tuple[Tensor, ...]:
+    """λ = Σ_t (Jᵀ)^t seed with J = ∂new/∂leaves, by vector-Jacobian products (graph kept).
+
+    Stops when a term falls below ``tol`` relative to ``seed``; otherwise raises
+    :class:`ConvergenceError` with the last term and ``hint`` (what to do instead).
+    """
+    term, total = seed, [s.clone() for s in seed]
+    norm0 = _norm(seed)
+    for _ in range(max_iter):
+        term = torch.autograd.grad(new, leaves, term, retain_graph=True, allow_unused=True)
+        term = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(leaves, term))
+        total = [t + g for t, g in zip(total, term)]
+        if _norm(term) <= tol * max(norm0, 1e-300):
+            return tuple(total)
+    raise ConvergenceError(
+        f"The Neumann series did not converge in {max_iter} terms (last term {_norm(term):.2e}); {hint}."
+    )
 
 
 def _dot(a, b) -> float:
