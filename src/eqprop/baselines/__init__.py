@@ -2,15 +2,12 @@
 
 from .adjoint import Adjoint
 from .bptt import BPTT
-from .implicit import ImplicitDifferentiation
-
-__all__ = ["BPTT", "ImplicitDifferentiation"]
-__all__ += ['Adjoint']
-
 from .chained import ChainedBackprop
-
-__all__ += ["ChainedBackprop"]
-
+from .heb_full_dynamics import FullDynamicsBPTT
+from .implicit import ImplicitDifferentiation
 from .lagrangian import LagrangianBPTT, LagrangianImplicit
 
-__all__ += ["LagrangianImplicit", "LagrangianBPTT"]
+__all__ = [
+    "BPTT", "ImplicitDifferentiation", "Adjoint", "ChainedBackprop", "FullDynamicsBPTT",
+    "LagrangianImplicit", "LagrangianBPTT",
+]
