@@ -106,8 +106,7 @@ def test_continual_ep_follows_bptt_as_the_rate_shrinks():
 
 
 def test_the_figure_is_drawn(tmp_path):
-    pytest.importorskip("matplotlib")
-    import matplotlib
+    import matplotlib  # a test dependency: fail loudly if missing
 
     matplotlib.use("Agg")
     model, x, y, _ = setup()

@@ -63,7 +63,7 @@ def grid(n_steps: int, targets: torch.Tensor, running: bool):
 
 def continuous_gradient(model, targets, running: bool):
     """dL/dθ of the ODE by torchdiffeq.odeint_adjoint (dopri5, tolerance 1e-11)."""
-    torchdiffeq = pytest.importorskip("torchdiffeq")
+    import torchdiffeq  # a test dependency (independent reference): fail loudly if missing
 
     class Field(nn.Module):
         def __init__(self):

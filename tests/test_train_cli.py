@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hydra")
-from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra import compose, initialize_config_dir  # a test dependency: fail loudly if missing
 
 from eqprop.train import read_csv, run  # noqa: E402
 from eqprop.train.app import CONFIG_DIR  # noqa: E402
