@@ -13,18 +13,15 @@ This module knows models only through ``output`` and the ``LagrangianModel`` cla
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, ShapeError
 from ..models.lagrangian import LagrangianModel
+from .sequence import Mode, mode_for_target
 
 __all__ = ["check_lagrangian", "check_sequence", "target_mode", "TrajectoryNudge", "outputs_of"]
-
-Mode = Literal["final", "per_step"]
 
 
 def check_lagrangian(model) -> None:
@@ -61,18 +58,7 @@ def target_mode(model: LagrangianModel, x: Tensor, y: Tensor, cost: Cost) -> Mod
     with torch.no_grad():
         s0, _ = model.initial_conditions(x)
         final_shape = model.output(s0).shape
-    per_step_shape = final_shape[:1] + torch.Size([x.shape[1]]) + final_shape[1:]
-    errors = []
-    for mode, shape in (("per_step", per_step_shape), ("final", final_shape)):
-        try:
-            cost.check_target(torch.zeros(shape, dtype=s0.dtype, device=s0.device), y)
-            return mode
-        except ShapeError as err:
-            errors.append(str(err))
-    raise ShapeError(
-        f"The target {tuple(y.shape)} fits neither a final-step loss (output {tuple(final_shape)}) nor a "
-        f"per-step loss (outputs {tuple(per_step_shape)}); {errors[-1]}"
-    )
+    return mode_for_target(final_shape, x.shape[1], y, cost, s0.dtype, s0.device)
 
 
 class TrajectoryNudge:

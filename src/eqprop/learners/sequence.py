@@ -74,13 +74,16 @@ def _output_shape(model: HamiltonianModel, x: Tensor) -> torch.Size:
 
 def target_mode(model: HamiltonianModel, x: Tensor, y: Tensor, cost: Cost) -> Mode:
     """"final" for y shaped like one output, "per_step" for y with a time axis of length T."""
-    final_shape = _output_shape(model, x)
-    steps = x.shape[1]
+    return mode_for_target(_output_shape(model, x), x.shape[1], y, cost, x.dtype, x.device)
+
+
+def mode_for_target(final_shape: torch.Size, steps: int, y: Tensor, cost: Cost, dtype, device) -> Mode:
+    """Which loss a target asks for, given the shape of one output and the number of steps."""
     per_step_shape = final_shape[:1] + torch.Size([steps]) + final_shape[1:]
     errors = []
     for mode, shape in (("per_step", per_step_shape), ("final", final_shape)):
         try:
-            cost.check_target(torch.zeros(shape, dtype=x.dtype, device=x.device), y)
+            cost.check_target(torch.zeros(shape, dtype=dtype, device=device), y)
             return mode
         except ShapeError as err:
             errors.append(str(err))
