@@ -6,13 +6,13 @@
 Nest & Ernoult (2024), "Towards training digitally-tied analog blocks via hybrid gradient
 computation". The ff-EBM: input → Hopfield block [64 → 128 → 32] → linear 32 → 32 (a digital
 map) → Hopfield block [32 → 64 → 10], hard-sigmoid units, linear output units. Chained EP relaxes
-each block (T = 30 free, K = 10 nudged steps, ±β phases in one batch), eq-propagates through
+each block (T = 60 free, K = 20 nudged steps, ±β phases in one batch), eq-propagates through
 the blocks and backpropagates through the linear map; the baseline is autograd through
-everything (BPTT through each block's 30 free steps). A plain PyTorch loop: the learner writes
+everything (BPTT through each block's 60 free steps). A plain PyTorch loop: the learner writes
 dL/dθ into .grad, any torch optimizer applies it.
 
-Measured (30 epochs, float32, seeds 0/1/2): chained EP 95.26 / 97.49 / 96.38 %, BPTT 97.49 / 97.49 /
-97.77 %; 25–50 s per run on a shared 2-core machine (docs/ff_ebm.md).
+Measured (30 epochs, float32, seeds 0/1/2, T = 60, K = 20, β = 0.2): chained EP 97.21 / 96.66 /
+96.94 %, BPTT 97.49 / 98.05 / 98.33 %; 7–11 s per run on one core (docs/ff_ebm.md).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def make_model() -> eqprop.models.FFEBM:
     )
 
 
-def make_learner(name: str, beta: float = 0.5):
-    free = eqprop.solvers.FixedPoint(tol=None, max_steps=30)  # T = 30 free steps per block
-    nudged = eqprop.solvers.FixedPoint(tol=None, max_steps=10)  # K = 10 nudged steps per block
+def make_learner(name: str, beta: float = 0.2):
+    free = eqprop.solvers.FixedPoint(tol=None, max_steps=60)  # T = 60 free steps per block
+    nudged = eqprop.solvers.FixedPoint(tol=None, max_steps=20)  # K = 20 nudged steps per block
     if name == "chained_ep":
         return eqprop.learners.ChainedEP(beta, solver=free, nudged_solver=nudged)
     if name == "bptt":
