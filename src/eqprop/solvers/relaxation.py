@@ -113,7 +113,6 @@ class Relaxation:
         nudge: Nudge | None = None,
         clamp: dict[int, Tensor] | None = None,
         differentiable: bool = False,
-        max_steps: int | None = None,
     ):
         """Iterate from ``state``; returns ``(state, SolverStatus)``.
 
@@ -123,7 +122,7 @@ class Relaxation:
         if context is None:
             context = model.prepare(x)
         state = _apply_clamp(tuple(state), clamp)
-        steps = self.max_steps if max_steps is None else int(max_steps)
+        steps = self.max_steps
         residual = math.inf
         grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
         with grad_mode:
@@ -143,7 +142,7 @@ class Relaxation:
             raise NonFiniteError(
                 f"The relaxation diverged (residual {residual}); lower the step size or β, or check the weights."
             )
-        converged = self.tol is None or residual <= self.tol
+        converged = residual <= self.tol
         status = SolverStatus(t + 1, residual, converged)
         if not converged:
             message = (
