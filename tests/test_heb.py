@@ -190,6 +190,10 @@ def test_bad_input_gets_one_sentence_errors(problem):
         HEB(1e-3, integrator=SymplecticEuler(0.1))
     with pytest.raises(ConfigurationError, match="mass must be positive"):
         HEB(1e-3, mass=-1.0)
+    with pytest.raises(ConfigurationError, match="mass must be a positive number"):
+        HEB(1e-3, mass="heavy")  # validated before anything converts it
+    with pytest.raises(ConfigurationError, match="mass must be a positive number"):
+        FullDynamicsBPTT(mass="heavy")
     with pytest.raises(ConfigurationError, match="Unknown HEB variant"):
         HEB(1e-3, variant="forward")
     with pytest.raises(ConfigurationError, match="steps must be a positive integer"):

@@ -36,8 +36,8 @@ class FullDynamicsBPTT(Learner):
 
     def __init__(self, mass: float = float("inf"), integrator=None, steps: int | None = None,
                  cost: Cost | None = None) -> None:
-        self.mass = float(mass)
         self.inv_mass = check_mass(mass)
+        self.mass = float(mass)
         self.integrator = LeapFrog() if integrator is None else integrator
         self.steps = check_steps(steps)
         self.cost = SquaredError() if cost is None else cost

@@ -71,8 +71,8 @@ class HEB(Learner):
         if variant not in VARIANTS:
             raise ConfigurationError(f"Unknown HEB variant {variant!r}; choose 'centered' or 'one_sided'.")
         self.variant = variant
-        self.mass = float(mass)
         self.inv_mass = check_mass(mass)
+        self.mass = float(mass)
         self.integrator = LeapFrog() if integrator is None else integrator
         if not getattr(self.integrator, "reversible", False):
             raise NotReversibleError(
