@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost
-from ..errors import ConfigurationError, NotHolomorphicError
+from ..errors import ConfigurationError, EqpropError, NotHolomorphicError
 from ..solvers.relaxation import Nudge, Relaxation
 from .base import Estimate, check_beta
 from .energy_based import EnergyLearner, concat_states, repeat_batch, split_state
@@ -58,15 +58,20 @@ def complex_call(model: nn.Module, fn: Callable[[nn.Module], Any], params: dict[
     return torch.func.functional_call(_Call(model), {f"model.{n}": p for n, p in params.items()}, (fn,))
 
 
+def complex_dtype(dtype: torch.dtype, what: str) -> torch.dtype:
+    """complex64 / complex128 for float32 / float64; any other dtype is refused in one sentence."""
+    if dtype not in _COMPLEX:
+        raise ConfigurationError(
+            f"Holomorphic EP runs in complex64/complex128; {what} is {dtype} — use float32 or float64."
+        )
+    return _COMPLEX[dtype]
+
+
 def complex_parameters(model: nn.Module, requires_grad: bool = False) -> dict[str, Tensor]:
-    out = {}
-    for name, p in model.named_parameters():
-        if p.dtype not in _COMPLEX:
-            raise ConfigurationError(
-                f"Holomorphic EP runs in complex64/complex128; parameter {name} is {p.dtype} — use float32 or float64."
-            )
-        out[name] = p.detach().to(_COMPLEX[p.dtype]).requires_grad_(requires_grad and p.requires_grad)
-    return out
+    return {
+        name: p.detach().to(complex_dtype(p.dtype, f"parameter {name}")).requires_grad_(requires_grad and p.requires_grad)
+        for name, p in model.named_parameters()
+    }
 
 
 def check_holomorphic(model: nn.Module, state, x: Tensor, seed: int = 0) -> None:
@@ -89,13 +94,12 @@ def check_holomorphic(model: nn.Module, state, x: Tensor, seed: int = 0) -> None
                 "holomorphic EP needs smooth analytic units such as 'tanh' or 'sigmoid'."
             )
     real = state[0].dtype
-    if real not in _COMPLEX:
-        raise ConfigurationError(f"Holomorphic EP needs float32 or float64 states, got {real}.")
+    cdtype = complex_dtype(real, "the state")
     h, tol = (1e-4, 1e-3) if real == torch.float64 else (3e-2, 3e-2)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     direction = tuple(torch.randn(s.shape, generator=gen, dtype=real).to(s.device) for s in state)
-    cx = x.to(_COMPLEX[real]) if x.is_floating_point() else x
-    base = tuple(s.detach().to(_COMPLEX[real]) for s in state)
+    cx = x.to(cdtype) if x.is_floating_point() else x
+    base = tuple(s.detach().to(cdtype) for s in state)
 
     def energy_at(step: complex):
         return complex_call(model, lambda m: m.energy(tuple(b + step * d for b, d in zip(base, direction)), cx))
@@ -174,7 +178,7 @@ class HolomorphicEP(EnergyLearner):
         loss = self.cost.loss(out, y).detach()
         if self.check:
             check_holomorphic(model, free, x)
-        cdtype = _COMPLEX[free[0].dtype]
+        cdtype = complex_dtype(free[0].dtype, "the state")
         n, batch = self.points, x.shape[0]
         betas = torch.tensor(self.nudges(), dtype=cdtype, device=x.device).repeat_interleave(batch)
         xs = repeat_batch(x, n)
@@ -197,7 +201,7 @@ class HolomorphicEP(EnergyLearner):
         try:
             state, status, grads = complex_call(model, relax_and_contrast, params)
         except (RuntimeError, TypeError, NotImplementedError) as error:
-            if isinstance(error, ConfigurationError):
+            if isinstance(error, EqpropError):  # e.g. a ConvergenceError of the solver: not a complex failure
                 raise
             raise NotHolomorphicError(
                 f"The complex relaxation failed ({str(error).splitlines()[0]}); the energy or the cost "
