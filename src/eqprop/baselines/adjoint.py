@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..learners.base import Estimate, Learner
-from ..learners.rhel_continuous import _step_size, check_continuous_model
+from ..learners.rhel_continuous import _running_weights, _step_size, check_continuous_model
 from ..learners.sequence import check_sequence, target_mode
 
 __all__ = ["Adjoint"]
@@ -60,13 +60,17 @@ class Adjoint(Learner):
         """Outputs at every grid point, [batch, N + 1, ...] (RK4)."""
         check_continuous_model(model)
         check_sequence(model, x)
+        return self._forward(model, x)[2]
+
+    def _forward(self, model, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """RK4 over the grid without a graph: the final (q, p) and the outputs at every grid point."""
         with torch.no_grad():
             q, p = model.init_state(x)
             outs = [model.output(q)]
             for n in range(x.shape[1] - 1):
                 q, p = self._rk4(model, q, p, x[:, n], 0.5 * (x[:, n] + x[:, n + 1]), x[:, n + 1], self.step_size)
                 outs.append(model.output(q))
-        return torch.stack(outs, dim=1)
+        return q, p, torch.stack(outs, dim=1)
 
     def _augmented(self, model, params, q, p, a, b, u, target, running: bool):
         """(f, −(∂f/∂Φ)ᵀλ − ∂_Φℓ, −(∂f/∂θ)ᵀλ − ∂_θℓ) at one time."""
@@ -90,14 +94,9 @@ class Adjoint(Learner):
         running = mode != "final"
         h, points, batch = self.step_size, x.shape[1], x.shape[0]
         params = [p for p in model.parameters() if p.requires_grad]
-        outputs = self.predict(model, x)
-        with torch.no_grad():
-            q, p = model.init_state(x)
-            for n in range(points - 1):
-                q, p = self._rk4(model, q, p, x[:, n], 0.5 * (x[:, n] + x[:, n + 1]), x[:, n + 1], h)
+        q, p, outputs = self._forward(model, x)  # the forward pass, once: final state and outputs
         if running:
-            w = x.new_full((points,), h)
-            w[0] = w[-1] = 0.5 * h
+            w = x.new_tensor(_running_weights(points, h))
             loss = (self.cost(outputs, y) * w).sum(dim=1).mean()
         else:
             loss = self.cost.loss(outputs[:, -1], y)
