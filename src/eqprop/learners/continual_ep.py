@@ -135,10 +135,13 @@ class ContinualEP(EnergyLearner):
         grads = {n: -t for n, t in updates.total.items()}
         return StepOutput(loss=updates.loss, prediction=updates.prediction, grads=grads, info=updates.info)
 
-    def updates(self, model, x: Tensor, y: Tensor) -> EPUpdates:
-        """The per-step updates ΔEP_θ(β, t), ΔEP_s(β, t) (with lr = 0: those of standard EP); no side effects."""
+    def updates(self, model, x: Tensor, y: Tensor, free: tuple[Tensor, ...] | None = None) -> EPUpdates:
+        """The per-step updates ΔEP_θ(β, t), ΔEP_s(β, t) (with lr = 0: those of standard EP); no side effects.
+
+        ``free``: the state s_T the nudged phase starts from (``None``: relax the free phase here).
+        """
         check_inputs(model, x, y)
-        return self._run_nudged(model, x, y, record=True, restore=True)
+        return self._run_nudged(model, x, y, record=True, restore=True, free=free)
 
     # -- the nudged phase -----------------------------------------------------------------------
     def _run_nudged(self, model, x, y, *, record: bool, restore: bool, free=None) -> EPUpdates:
@@ -154,7 +157,7 @@ class ContinualEP(EnergyLearner):
         self.cost.check_target(out, y)
         loss = self.cost.loss(out, y).detach()
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        snapshot = {n: p.detach().clone() for n, p in params.items()} if restore else None
+        snapshot = {n: p.detach().clone() for n, p in params.items()} if restore and self.lr != 0.0 else None
         try:
             with torch.no_grad():
                 weights, neural, total = self._nudged_loop(model, x, y, free, context, solver, params, record)
@@ -174,14 +177,14 @@ class ContinualEP(EnergyLearner):
         total = {n: torch.zeros_like(p) for n, p in params.items()}
         weights: dict[str, list[Tensor]] = {n: [] for n in params}
         neural: list[list[Tensor]] = [[] for _ in state]
-        dE_prev = model.param_grads(state, x, mean)
+        ctx = context if lr == 0.0 else None  # with moving θ the input drive is recomputed each step
+        dE_new = None
         for _ in range(self.steps):
-            ctx = context if lr == 0.0 else None  # the input drive depends on the moving θ
+            # ∂_θΦ(s_t, θ_t): the previous step's value while θ is frozen, else at the current θ_t
+            dE_prev = dE_new if lr == 0.0 and dE_new is not None else model.param_grads(state, x, mean)
             drive = solver.drive(model, x, state, ctx, nudge)
             new = tuple(a.rho(u) for a, u in zip(model.activations, drive))
             dE_new = model.param_grads(new, x, mean)
-            if lr != 0.0:
-                dE_prev = model.param_grads(state, x, mean)  # ∂_θΦ(s_t, θ_t) at the current θ_t
             for n, p in params.items():
                 delta = -(dE_new[n] - dE_prev[n]) / beta  # ∂_θΦ = −∂_θE
                 total[n] += delta
@@ -192,7 +195,7 @@ class ContinualEP(EnergyLearner):
             if record:
                 for k, (u, u_prev) in enumerate(zip(drive, drive_prev)):
                     neural[k].append((u - u_prev) / beta)
-            drive_prev, state, dE_prev = drive, new, dE_new
+            drive_prev, state = drive, new
         stacked_w = {n: torch.stack(v) for n, v in weights.items()} if record else {}
         stacked_s = tuple(torch.stack(v) for v in neural) if record else ()
         return stacked_w, stacked_s, total
