@@ -106,8 +106,8 @@ class GDUReport:
             _curves(axes[1][j], t, self.ep_weights[name].reshape(self.steps, -1),
                     -self.bptt_weights[name].reshape(self.steps, -1), components)
             axes[1][j].set_title(name)
-        for row in axes:
-            for ax in row[len(row):]:
+        for row, used in zip(axes, (len(self.ep_neural), len(weight_names))):
+            for ax in row[used:]:
                 ax.axis("off")
         for ax in axes[1]:
             ax.set_xlabel("t (nudged step = transition from the end)", fontsize=8)
@@ -188,19 +188,18 @@ def gdu(
     if variant not in VARIANTS:
         raise ConfigurationError(f"Unknown GDU variant {variant!r}; choose one of {VARIANTS}.")
     beta = abs(check_beta("beta", beta))
-    if lr != 0.0 and variant == "centered":
-        raise ConfigurationError("C-EP (lr > 0) moves the parameters along one nudged phase; use variant='positive' or 'negative'.")
     check_inputs(model, x, y)
     cost = cost if cost is not None else SquaredError()
     solver = discrete_map(solver if solver is not None else model.default_solver())
-    free, status = solver.solve(model, x, model.init_state(x))
-    bptt_w, bptt_s, end = bptt_per_step(model, x, y, free, solver, cost, int(steps))
     signs = {"positive": (1.0,), "negative": (-1.0,), "centered": (1.0, -1.0)}[variant]
-    runs = []
-    for sign in signs:
-        learner = ContinualEP(sign * beta, lr=lr, steps=steps, solver=solver, cost=cost)
-        check_inputs(model, x, y)
-        runs.append(learner._run_nudged(model, x, y, record=True, restore=True, free=end))
+    # built first: they validate lr and steps before any relaxation runs
+    learners = [ContinualEP(sign * beta, lr=lr, steps=steps, solver=solver, cost=cost) for sign in signs]
+    lr = learners[0].lr
+    if lr != 0.0 and variant == "centered":
+        raise ConfigurationError("C-EP (lr > 0) moves the parameters along one nudged phase; use variant='positive' or 'negative'.")
+    free, status = solver.solve(model, x, model.init_state(x))
+    bptt_w, bptt_s, end = bptt_per_step(model, x, y, free, solver, cost, learners[0].steps)
+    runs = [learner.updates(model, x, y, free=end) for learner in learners]
     ep_w = {n: sum(r.weights[n] for r in runs) / len(runs) for n in runs[0].weights}
     ep_s = tuple(sum(r.neural[k] for r in runs) / len(runs) for k in range(len(end)))
     total = {n: v.sum(0) for n, v in bptt_w.items()}
