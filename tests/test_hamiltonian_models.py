@@ -50,17 +50,19 @@ def test_symplectic_euler_is_not_reversible_and_says_so():
 
 
 def test_echo_step_moves_like_step():
-    """The RHEL echo step and the plain step are the same map (the echo adds only bookkeeping)."""
-    from eqprop.solvers.integrators import EchoContrast
+    """The RHEL echo step and the plain step are the same map (the echo adds only bookkeeping):
+    through the closed-form and the autograd kernel, on contrast rows (w = ±1) and ε = 0 rows (w = 0)."""
+    from eqprop.models.echo_kernels import AutogradEchoKernel
 
     model = NonlinearHRU(3, 4)
-    q, p, u = torch.randn(4, 4), torch.randn(4, 4), torch.randn(4, 3)
-    weights = torch.tensor([1.0, -1.0, 0.0, 1.0])
+    batch, copies = 2, 3
+    q, p, u = torch.randn(copies * batch, 4), torch.randn(copies * batch, 4), torch.randn(batch, 3)
     for integrator in (PositionVerlet(), LeapFrog()):
         dt = integrator.step_size(model)
-        expected = integrator.step(model, q, p, u, dt)
-        got = integrator.echo_step(model, q, p, u, dt, weights, EchoContrast(list(model.parameters())))
-        assert all(torch.allclose(a, b, rtol=1e-13, atol=1e-14) for a, b in zip(got, expected))
+        expected = integrator.step(model, q, p, u.repeat(copies, 1), dt)
+        for kernel in (model.echo_kernel(dt, batch, copies), AutogradEchoKernel(model, dt, batch, copies)):
+            got = integrator.echo(kernel, q, p, u)
+            assert all(torch.allclose(a, b, rtol=1e-13, atol=1e-14) for a, b in zip(got, expected))
 
 
 def test_affine_scan_equals_the_sequential_verlet_loop():

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, NotReversibleError
-from ..solvers.integrators import EchoContrast, Integrator, LeapFrog
+from ..solvers.integrators import Integrator, LeapFrog
 from .base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 
@@ -99,7 +99,7 @@ class HEB(Learner):
         x_seq = prepare(model, x, y, self.steps, self.cost)
         etas = [self.eta, -self.eta] if self.variant == "centered" else [self.eta, 0.0]
         info = {"eta": self.eta, "variant": self.variant, "mass": self.mass}
-        if self.inv_mass == 0.0 and type(self.integrator).echo_step is not Integrator.echo_step:
+        if self.inv_mass == 0.0 and type(self.integrator).echo is not Integrator.echo:
             return self._estimate_frozen(model, x_seq, y, etas, info)
         joint, dt, Q0, P0 = self._initial(model, x_seq)
         batch = x_seq.shape[0]
@@ -116,8 +116,9 @@ class HEB(Learner):
         """1/m = 0 without per-row copies of θ: θ stays θ₀ exactly, so only Σ_rows π matters.
 
         Along the echo π changes by −Σ_j ∂_θS_j (S_j the integrator's generating sum: for leapfrog
-        (dt/2)[V(q_j) + V(q_{j+1})]); the integrator's ``echo_step`` accumulates Σ_c w_c ∂_θS_c with
-        w = +1 on copy a and −1 on copy b, so −(π_a − π_b) = (η_a − η_b) Σ_rows ∇_θC − (G_a − G_b),
+        (dt/2)[V(q_j) + V(q_{j+1})]); the integrator's ``echo`` through the model's echo kernel (the
+        one RHEL uses) accumulates Σ_c w_c ∂_θS_c with w = +1 on copy a and −1 on copy b, so
+        −(π_a − π_b) = (η_a − η_b) Σ_rows ∇_θC − (G_a − G_b),
         the forward run's share cancelling between the copies. Same result as the joint path
         (tests/test_heb.py), at the cost of plain batched evaluations.
         """
@@ -139,21 +140,20 @@ class HEB(Learner):
             grad_q, *direct = torch.autograd.grad(per_sample.sum(), [q_leaf] + params, allow_unused=True)
         loss = per_sample.detach().reshape(batch, -1).sum(1).mean()
         eta_col = torch.repeat_interleave(q.new_tensor(etas), batch).reshape(-1, *([1] * (q.dim() - 1)))
-        weights = torch.repeat_interleave(q.new_tensor([1.0, -1.0]), batch)
         q_e = q.repeat(copies, *([1] * (q.dim() - 1)))
         p_e = -(p.repeat(copies, *([1] * (p.dim() - 1))) - eta_col * grad_q.repeat(copies, *([1] * (q.dim() - 1))))
-        contrast = EchoContrast(params)
+        kernel = model.echo_kernel(dt, batch, copies)
         with torch.no_grad():
             for u in reversed(inputs):
-                u_rows = u.repeat(copies, *([1] * (u.dim() - 1)))
-                q_e, p_e = self.integrator.echo_step(model, q_e, p_e, u_rows, dt, weights, contrast)
+                q_e, p_e = self.integrator.echo(kernel, q_e, p_e, u)
         p_e = -p_e
         denominator = etas[0] - etas[1]
+        contrast = {id(param): g for param, g in kernel.grads()}
         grads = {}
-        for name, param, d, g in zip(names, params, direct, contrast.grads):
+        for name, param, d in zip(names, params, direct):
             total = torch.zeros_like(param) if d is None else d.detach().clone()
-            if g is not None:
-                total -= g / denominator
+            if id(param) in contrast:
+                total -= contrast[id(param)] / denominator
             grads[name] = total / batch
         self._initial_state_term(model, x_seq, grads, names, q_e, p_e, denominator, batch)
         if self.variant == "one_sided":

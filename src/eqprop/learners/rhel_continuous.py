@@ -31,7 +31,6 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..solvers.integrators import EchoContrast, Integrator
 from .base import Estimate, Learner, check_beta
 from .rhel import VARIANTS
 from .sequence import check_hamiltonian, check_sequence, target_mode
@@ -139,12 +138,14 @@ class ContinuousRHEL(Learner):
         eps_a, eps_b = (self.epsilon, -self.epsilon) if self.variant == "centered" else (self.epsilon, 0.0)
         denominator = eps_a - eps_b
         eps_rows = x.new_tensor([eps_a, eps_b]).repeat_interleave(batch).unsqueeze(-1)
-        weight_rows = x.new_tensor([1.0, -1.0]).repeat_interleave(batch)
         params = [p for p in model.parameters() if p.requires_grad]
         direct = {id(p): torch.zeros_like(p) for p in params}
-        contrast = EchoContrast(params)
-        step = torch.tensor(h, dtype=x.dtype, device=x.device)
+        # copies +ε, −ε (or 0) with contrast weights (+1, −1): the kernel RHEL steps this model with
+        kernel = model.echo_kernel(torch.tensor(h, dtype=x.dtype, device=x.device), batch, 2)
         weights = _running_weights(points, h)
+
+        def rep(t: Tensor) -> Tensor:  # one row block per echo copy
+            return t.repeat(2, *([1] * (t.dim() - 1)))
 
         def reference(t: Tensor) -> Tensor:
             return (eps_b * t[:batch] - eps_a * t[batch:]) / (eps_b - eps_a)
@@ -159,14 +160,11 @@ class ContinuousRHEL(Learner):
             for p, g in zip(params, grads[1:]):
                 if g is not None:
                     direct[id(p)] += g
-            return eps_rows * grads[0].repeat(2, *([1] * (q.dim() - 1)))
+            return eps_rows * rep(grads[0])
 
-        q = q_final.repeat(2, *([1] * (q_final.dim() - 1)))
-        p = (-p_final).repeat(2, *([1] * (p_final.dim() - 1)))
+        q, p = rep(q_final), rep(-p_final)
         if mode == "final":
             p = p + nudge(q, points - 1, 1.0)
-        def rep(t: Tensor) -> Tensor:
-            return t.repeat(2, *([1] * (t.dim() - 1)))
 
         def kick_weight(k: int) -> float:  # each interior grid point is kicked twice, the ends once
             return weights[k] if k in (0, points - 1) else 0.5 * weights[k]
@@ -175,14 +173,14 @@ class ContinuousRHEL(Learner):
             k = points - 1 - n  # echo step n starts at s_n, i.e. at t_k of the forward grid
             if mode != "final":
                 p = p + nudge(q, k, kick_weight(k))
-            p = p - 0.5 * Integrator._potential_point(model, q, rep(x[:, k]), step, weight_rows, 0.5, contrast)
-            q = q + Integrator._kinetic_point(model, p, step, weight_rows, 1.0, contrast)
-            p = p - 0.5 * Integrator._potential_point(model, q, rep(x[:, k - 1]), step, weight_rows, 0.5, contrast)
+            p = kernel.kick(p, q, x[:, k], 0.5)
+            q = kernel.drift(q, p, 1.0)
+            p = kernel.kick(p, q, x[:, k - 1], 0.5)
             if mode != "final":
                 p = p + nudge(q, k - 1, kick_weight(k - 1))
         self._initial_state_term(model, x, q, p, batch, denominator, params, direct)
-        for p_, g in zip(params, contrast.grads):
-            if g is not None:
+        for p_, g in kernel.grads():
+            if id(p_) in direct:
                 direct[id(p_)] -= g / denominator
         return {name: direct[id(p_)] / batch for name, p_ in model.named_parameters() if p_.requires_grad}
 

@@ -10,8 +10,7 @@ fraction of the step at the point where that sub-step evaluated it, and ∂_θS 
 is what RHEL contrasts, for every parameter (dt included). :meth:`echo` does one step of a batch
 of echo copies as its sequence of sub-steps on an echo kernel (eqprop.models.echo_kernels:
 ``drift``/``kick`` with their fractions), which accumulates Σ_c w_c ∂_θS_c (and the same for the
-input u) — in closed form for the built-in HRUs. :meth:`echo_step` is the same step by autograd
-with arbitrary per-row weights (kept for checks and diagnostics).
+input u) — in closed form for the built-in HRUs, by autograd for any other model.
 
 This module knows models only through their Hamiltonian methods; it knows nothing of costs or
 learners.
@@ -19,37 +18,13 @@ learners.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from ..models.hamiltonian import HamiltonianModel, default_kinetic
+from ..models.hamiltonian import HamiltonianModel
 
-__all__ = ["Integrator", "PositionVerlet", "LeapFrog", "SymplecticEuler", "EchoContrast"]
-
-
-class EchoContrast:
-    """Weighted sums Σ_c w_c ∂S_c/∂θ and Σ_c w_c ∂S_c/∂u of one echo step (per parameter)."""
-
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
-        self.grads: list[Tensor | None] = [None] * len(self.params)
-        self.input_grad: Tensor | None = None
-
-    def add(self, grads: Sequence[Tensor | None]) -> None:
-        for i, g in enumerate(grads):
-            if g is not None:
-                self.grads[i] = g if self.grads[i] is None else self.grads[i] + g
-
-    def add_input(self, g: Tensor | None) -> None:
-        if g is not None:
-            self.input_grad = g if self.input_grad is None else self.input_grad + g
-
-
-def _weights_like(w: Tensor, x: Tensor) -> Tensor:
-    return w.reshape(-1, *([1] * (x.dim() - 1)))
+__all__ = ["Integrator", "PositionVerlet", "LeapFrog", "SymplecticEuler"]
 
 
 class Integrator:
@@ -76,10 +51,6 @@ class Integrator:
              create_graph: bool = False) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def echo_step(self, model: HamiltonianModel, q: Tensor, p: Tensor, u: Tensor, dt: Tensor,
-                  weights: Tensor, contrast: EchoContrast) -> tuple[Tensor, Tensor]:
-        raise ConfigurationError(f"{type(self).__name__} is not reversible and has no echo step; use PositionVerlet or LeapFrog.")
-
     def echo(self, kernel, q: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """One echo step of a batch of copies through an echo kernel (eqprop.models.echo_kernels),
         which applies each sub-step and accumulates its share of ∂_θS; the fast path of RHEL."""
@@ -87,53 +58,6 @@ class Integrator:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dt={self.dt!r})"
-
-    # -- shared pieces of the echo step ---------------------------------------------------------
-    @staticmethod
-    def _potential_point(model: HamiltonianModel, q: Tensor, u: Tensor, dt: Tensor, weights: Tensor,
-                         fraction: float, contrast: EchoContrast) -> Tensor:
-        """Force ∂Ṽ/∂q at q (per copy), adding fraction·Σ_c w_c ∂_θṼ(q, u) into the contrast."""
-        with torch.enable_grad():
-            q_leaf = q.detach().requires_grad_(True)
-            u_leaf = u.detach().requires_grad_(True)
-            energy = model.scaled_potential(q_leaf, u_leaf, dt)
-            wanted = [q_leaf, u_leaf] + contrast.params
-            grads = torch.autograd.grad(energy, wanted, grad_outputs=fraction * weights, allow_unused=True)
-        force = grads[0]
-        safe = torch.where(weights != 0, weights, torch.ones_like(weights))
-        force = force / (fraction * _weights_like(safe, force))
-        if bool((weights == 0).any()):  # copies outside the contrast: their force, unweighted
-            rows = weights == 0
-            force[rows] = dt * model.potential_grad(q[rows], u[rows]) if dt.dim() == 0 else \
-                model.potential_grad(q[rows], u[rows]) * dt
-        contrast.add_input(grads[1])
-        contrast.add(grads[2:])
-        return force.detach()
-
-    @staticmethod
-    def _kinetic_point(model: HamiltonianModel, p: Tensor, dt: Tensor, weights: Tensor, fraction: float,
-                       contrast: EchoContrast) -> Tensor:
-        """Velocity ∂T̃/∂p at p, adding fraction·Σ_c w_c ∂_θT̃(p) into the contrast."""
-        if default_kinetic(model):
-            velocity = dt * p
-            for i, param in enumerate(contrast.params):
-                if param is dt:  # ∂(dt·|p|²/2)/∂dt, the only parameter of the default kinetic energy
-                    terms = 0.5 * p * p * _weights_like(weights, p) * fraction
-                    g = terms.sum() if dt.dim() == 0 else terms.reshape(-1, *dt.shape).sum(0)
-                    contrast.add([g if j == i else None for j in range(len(contrast.params))])
-            return velocity
-        with torch.enable_grad():
-            p_leaf = p.detach().requires_grad_(True)
-            energy = model.scaled_kinetic(p_leaf, dt)
-            grads = torch.autograd.grad(energy, [p_leaf] + contrast.params, grad_outputs=fraction * weights,
-                                        allow_unused=True)
-        safe = torch.where(weights != 0, weights, torch.ones_like(weights))
-        velocity = grads[0] / (fraction * _weights_like(safe, p))
-        if bool((weights == 0).any()):
-            rows = weights == 0
-            velocity[rows] = model.kinetic_grad(p[rows]) * dt
-        contrast.add(grads[1:])
-        return velocity.detach()
 
 
 class PositionVerlet(Integrator):
@@ -160,12 +84,6 @@ class PositionVerlet(Integrator):
         p_new = kernel.kick(p, q_half, u, 1.0)
         return kernel.drift(q_half, p_new, 0.5), p_new
 
-    def echo_step(self, model, q, p, u, dt, weights, contrast):
-        q_half = q + 0.5 * self._kinetic_point(model, p, dt, weights, 0.5, contrast)
-        p_new = p - self._potential_point(model, q_half, u, dt, weights, 1.0, contrast)
-        q_new = q_half + 0.5 * self._kinetic_point(model, p_new, dt, weights, 0.5, contrast)
-        return q_new, p_new
-
 
 class LeapFrog(Integrator):
     """Leapfrog / velocity Verlet, kick(dt/2) ∘ drift(dt) ∘ kick(dt/2); exactly reversible, order 2.
@@ -188,12 +106,6 @@ class LeapFrog(Integrator):
         p_half = kernel.kick(p, q, u, 0.5)
         q_new = kernel.drift(q, p_half, 1.0)
         return q_new, kernel.kick(p_half, q_new, u, 0.5)
-
-    def echo_step(self, model, q, p, u, dt, weights, contrast):
-        p_half = p - 0.5 * self._potential_point(model, q, u, dt, weights, 0.5, contrast)
-        q_new = q + self._kinetic_point(model, p_half, dt, weights, 1.0, contrast)
-        p_new = p_half - 0.5 * self._potential_point(model, q_new, u, dt, weights, 0.5, contrast)
-        return q_new, p_new
 
 
 class SymplecticEuler(Integrator):
