@@ -25,11 +25,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..costs import Cost, SquaredError
+from ..costs import Cost
 from ..errors import ConfigurationError
 from ..learners.base import Estimate, Learner
 from ..learners.glep import BOUNDARY_CONDITIONS, free_trajectory
-from ..learners.lagrangian_sequence import TrajectoryNudge, check_lagrangian, check_sequence, outputs_of, target_mode
+from ..learners.lagrangian_sequence import (
+    TrajectoryNudge,
+    check_lagrangian,
+    check_sequence,
+    outputs_of,
+    solver_and_cost,
+    target_mode,
+)
 from ..solvers.boundary import BoundaryNewton
 from ..solvers.newton import banded_jacobian
 
@@ -56,8 +63,7 @@ class LagrangianImplicit(Learner):
                 f"Unknown boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
             )
         self.boundary = boundary
-        self.solver = BoundaryNewton() if solver is None else solver
-        self.cost = SquaredError() if cost is None else cost
+        self.solver, self.cost = solver_and_cost(solver, cost)
 
     def predict(self, model, x: Tensor) -> Tensor:
         check_lagrangian(model)
@@ -116,8 +122,7 @@ class LagrangianBPTT(Learner):
     """dL/dθ by autograd through the forward initial-value run (the loss of "echo" / "initial_value")."""
 
     def __init__(self, solver: BoundaryNewton | None = None, cost: Cost | None = None) -> None:
-        self.solver = BoundaryNewton() if solver is None else solver
-        self.cost = SquaredError() if cost is None else cost
+        self.solver, self.cost = solver_and_cost(solver, cost)
 
     def predict(self, model, x: Tensor) -> Tensor:
         check_lagrangian(model)

@@ -35,11 +35,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..costs import Cost, SquaredError
+from ..costs import Cost
 from ..errors import ConfigurationError
 from ..solvers.boundary import BoundaryNewton, end_momentum, start_momentum
 from .base import Estimate, Learner, check_beta
-from .lagrangian_sequence import TrajectoryNudge, check_lagrangian, check_sequence, outputs_of, target_mode
+from .lagrangian_sequence import (
+    TrajectoryNudge,
+    check_lagrangian,
+    check_sequence,
+    outputs_of,
+    solver_and_cost,
+    target_mode,
+)
 
 __all__ = ["GLEP", "BOUNDARY_CONDITIONS", "free_trajectory"]
 
@@ -92,8 +99,7 @@ class GLEP(Learner):
                 "vanish); keep residual=True or use boundary='echo', which needs no residual."
             )
         self.boundary, self.variant, self.residual = boundary, variant, bool(residual)
-        self.solver = BoundaryNewton() if solver is None else solver
-        self.cost = SquaredError() if cost is None else cost
+        self.solver, self.cost = solver_and_cost(solver, cost)
 
     def __repr__(self) -> str:
         return (f"GLEP(beta={self.beta}, boundary={self.boundary!r}, variant={self.variant!r}, "

@@ -1,6 +1,7 @@
 """Shared pieces of GLEP and its baselines for Lagrangian models.
 
 * :func:`check_lagrangian`, :func:`check_sequence` — one-sentence errors for a wrong model or x.
+* :func:`solver_and_cost` — the solver and cost options, checked, with their defaults.
 * :func:`target_mode` — y [batch, ...] is a loss on the final point s_N only, y [batch, T, ...]
   a loss at every point s_1..s_N (point k = step k − 1's output, as for Hamiltonian models).
 * :class:`TrajectoryNudge` — the nudge β Σ_k Δt w_k c(output(s_k), y_k) of the action, with
@@ -16,12 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..costs import Cost
+from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..models.lagrangian import LagrangianModel
+from ..solvers.boundary import BoundaryNewton
 from .sequence import Mode, mode_for_target
 
-__all__ = ["check_lagrangian", "check_sequence", "target_mode", "TrajectoryNudge", "outputs_of"]
+__all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of"]
 
 
 def check_lagrangian(model) -> None:
@@ -29,6 +31,15 @@ def check_lagrangian(model) -> None:
         raise ConfigurationError(
             f"GLEP and its baselines need an eqprop.models.LagrangianModel, got {type(model).__name__}."
         )
+
+
+def solver_and_cost(solver: BoundaryNewton | None, cost: Cost | None) -> tuple[BoundaryNewton, Cost]:
+    """``solver`` (default ``BoundaryNewton()``) and ``cost`` (default ``SquaredError()``), type-checked."""
+    if solver is not None and not isinstance(solver, BoundaryNewton):
+        raise ConfigurationError(f"solver must be an eqprop.solvers.BoundaryNewton, got {type(solver).__name__}.")
+    if cost is not None and not isinstance(cost, Cost):
+        raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
+    return (BoundaryNewton() if solver is None else solver), (SquaredError() if cost is None else cost)
 
 
 def check_sequence(model: LagrangianModel, x: Tensor) -> None:
