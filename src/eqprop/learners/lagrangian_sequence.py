@@ -103,8 +103,8 @@ class TrajectoryNudge:
         """Σ_k c(output(s_k), y_k) per sample, [batch] (the cost reduced over time and features)."""
         if self.mode == "per_step":
             per = self.cost(outputs_of(self.model, trajectory), self.y)
-            return per.reshape(per.shape[0], -1).sum(dim=1)
-        per = self.cost(self.model.output(trajectory[:, -1]), self.y)
+        else:
+            per = self.cost(self.model.output(trajectory[:, -1]), self.y)
         return per.reshape(per.shape[0], -1).sum(dim=1)
 
     def value(self, trajectory: Tensor) -> Tensor:
