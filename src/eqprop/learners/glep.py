@@ -55,7 +55,12 @@ VARIANTS = ("centered", "positive")
 
 
 def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
-    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph)."""
+    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph).
+
+    Resets ``solver.last_residual``, which then holds the worst Newton residual from this free
+    solve on (the nudged solves that follow it included).
+    """
+    solver.last_residual = 0.0
     with torch.no_grad():
         s0, p0 = model.initial_conditions(x)
     if boundary in ("echo", "initial_value"):
@@ -117,7 +122,6 @@ class GLEP(Learner):
         check_lagrangian(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        self.solver.last_residual = 0.0
         free = free_trajectory(model, x, self.boundary, self.solver)
         nudges = {b: TrajectoryNudge(model, self.cost, y, mode, x.shape[1], b) for b in self._betas()}
         with torch.no_grad():
@@ -191,7 +195,8 @@ class GLEP(Learner):
                 ds0 = (t1[:, 0] - t2[:, 0]) * scale
                 outs.append(p0)
                 cotangents.append(ds0)
-            dpn = (end_momentum(model, t1, x, n1) - end_momentum(model, t2, x, n2)) * scale
+            if self.boundary in ("fixed_ends", "initial_value"):  # the echo fixes P_N: ∂_βP_N = 0
+                dpn = (end_momentum(model, t1, x, n1) - end_momentum(model, t2, x, n2)) * scale
             if self.boundary == "fixed_ends":
                 outs.append(model.end_state(x))
                 cotangents.append(dpn)
