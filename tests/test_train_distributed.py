@@ -100,3 +100,13 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
     one_losses = [float(r["loss"]) for r in read_csv(tmp_path / "one" / "steps.csv")]
     assert len(ddp_losses) == len(one_losses) == 6
     torch.testing.assert_close(torch.tensor(ddp_losses), torch.tensor(one_losses), rtol=RTOL, atol=ATOL)
+
+
+def test_unknown_backend_is_refused_even_in_one_process():
+    import pytest
+
+    from eqprop.errors import ConfigurationError
+    from eqprop.train import init_distributed
+
+    with pytest.raises(ConfigurationError, match="backend must be auto, gloo or nccl"):
+        init_distributed("ncll")

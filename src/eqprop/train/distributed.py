@@ -49,11 +49,11 @@ def init_distributed(backend: str = "auto", device: str = "auto") -> Distributed
     ``backend``: ``"auto"`` (NCCL when the device is CUDA, gloo otherwise), ``"gloo"`` or ``"nccl"``.
     Without ``WORLD_SIZE`` > 1 in the environment this is a one-process context and does nothing.
     """
+    if backend not in ("auto", "gloo", "nccl"):
+        raise ConfigurationError(f"distributed backend must be auto, gloo or nccl, got {backend!r}.")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext()
-    if backend not in ("auto", "gloo", "nccl"):
-        raise ConfigurationError(f"distributed backend must be auto, gloo or nccl, got {backend!r}.")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if backend == "auto":

@@ -293,8 +293,12 @@ class Trainer:
             save_checkpoint(self.checkpoint_path, state)
 
     def load(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save` (same world size; compatible config)."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Restore a checkpoint written by :meth:`save` (same world size; compatible config).
+
+        Read onto the CPU: generator states must be CPU byte tensors, and ``load_state_dict``
+        copies the model's and optimizer's tensors onto their parameters' device.
+        """
+        ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("world_size") != self.dist.world_size:
             raise CheckpointError(
                 f"{path} was written by {ckpt.get('world_size')} processes but this run has {self.dist.world_size}; "
