@@ -24,7 +24,7 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..learners.base import Estimate, Learner
 from ..learners.rhel_continuous import _running_weights, _step_size, check_continuous_model
-from ..learners.sequence import check_sequence, target_mode
+from ..learners.sequence import check_sequence, initial_state_vjp, target_mode
 
 __all__ = ["Adjoint"]
 
@@ -130,13 +130,9 @@ class Adjoint(Learner):
                 f, dlam, dg = self._augmented(model, params, cur[0], cur[1], cur[2], cur[3], u_t, y_t, running)
                 stages.append((f[0], f[1], dlam[0], dlam[1], dg))
             q, p, a, b, g = _rk4_combine(state, stages, -h)
-        with torch.enable_grad():
-            q0, p0 = model.init_state(x)
-            outs = [(t, c) for t, c in ((q0, a), (p0, b)) if t.requires_grad]
-            if outs:
-                grads = torch.autograd.grad([t for t, _ in outs], params, grad_outputs=[c for _, c in outs],
-                                            allow_unused=True)
-                g = [gi + (0 if gg is None else gg) for gi, gg in zip(g, grads)]
+        with torch.enable_grad():  # dL/dθ += (∂Φ(0)/∂θ)ᵀλ(0)
+            initial = model.init_state(x)
+        g = [gi + (0 if gg is None else gg) for gi, gg in zip(g, initial_state_vjp([initial], [(a, b)], params))]
         by_id = {id(t): gi / batch for t, gi in zip(params, g)}
         grads_by_name = {name: by_id[id(t)] for name, t in model.named_parameters() if t.requires_grad}
         return Estimate(grads=grads_by_name, loss=loss.detach(), prediction=outputs, info={"mode": mode})

@@ -43,6 +43,7 @@ from ..errors import ConfigurationError, NotReversibleError
 from ..solvers.integrators import Integrator, LeapFrog
 from .base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
+from .sequence import initial_state_vjp
 
 __all__ = ["HEB"]
 
@@ -223,14 +224,10 @@ class HEB(Learner):
         lam_p = (q_e[:batch] - q_e[batch:2 * batch]) / (denominator * batch)
         named = dict(model.named_parameters())
         with torch.enable_grad():
-            q0, p0 = model.init_state(x_seq)
-            outs = [(t, c) for t, c in ((q0, lam_q), (p0, lam_p)) if t.requires_grad]
-            if outs:
-                extra = torch.autograd.grad([t for t, _ in outs], [named[n] for n in names],
-                                            grad_outputs=[c for _, c in outs], allow_unused=True)
-                for name, g in zip(names, extra):
-                    if g is not None:
-                        grads[name] += g
+            initial = model.init_state(x_seq)
+        for name, g in zip(names, initial_state_vjp([initial], [(lam_q, lam_p)], [named[n] for n in names])):
+            if g is not None:
+                grads[name] += g
 
 
 def _inputs(x_seq: Tensor) -> list[Tensor]:

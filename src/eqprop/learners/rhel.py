@@ -41,7 +41,8 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..solvers.integrators import PositionVerlet
 from .base import Estimate, Learner, check_beta
-from .sequence import check_hamiltonian, check_reversible, check_sequence, pooling, simulate, target_mode
+from .sequence import (check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
+                       target_mode)
 
 __all__ = ["RHEL"]
 
@@ -182,12 +183,6 @@ class RHEL(Learner):
         batch = x.shape[0]
         params = [p for p in model.parameters() if p.requires_grad]
         direct = {id(p): torch.zeros_like(p) for p in params}
-
-        def accumulate(grads) -> None:
-            for p, g in zip(params, grads):
-                if g is not None:
-                    direct[id(p)] += g
-
         for p, g in stack.grads():
             if id(p) in direct:
                 direct[id(p)] += g
@@ -195,24 +190,15 @@ class RHEL(Learner):
             for p, g in kernel.grads():
                 if id(p) in direct:
                     direct[id(p)] -= g / denominator
-        self._initial_state_term(model, x, states, batch, denominator, params, accumulate)
-        return {name: direct[id(p)] / batch for name, p in model.named_parameters() if p.requires_grad}
-
-    @staticmethod
-    def _initial_state_term(model, x, states, batch, denominator, params, accumulate) -> None:
-        """Pull λ = dL/dΦ_0 (read off the echo's end) back through a parameter-dependent init_states."""
+        # a parameter-dependent init_states: the echo ends at (q_0 + ελ_p, −p_0 + ελ_q), λ = dL/dΦ_0
         with torch.enable_grad():
             initial = model.init_states(x)
-            outs, cotangents = [], []
-            for (q0, p0), (q, p) in zip(initial, states):
-                lam_p = (q[:batch] - q[batch:2 * batch]) / denominator
-                lam_q = (p[:batch] - p[batch:2 * batch]) / denominator
-                for t, c in ((q0, lam_q), (p0, lam_p)):
-                    if t.requires_grad:
-                        outs.append(t)
-                        cotangents.append(c)
-            if outs:
-                accumulate(torch.autograd.grad(outs, params, grad_outputs=cotangents, allow_unused=True))
+        lambdas = [((p[:batch] - p[batch:2 * batch]) / denominator, (q[:batch] - q[batch:2 * batch]) / denominator)
+                   for q, p in states]
+        for p, g in zip(params, initial_state_vjp(initial, lambdas, params)):
+            if g is not None:
+                direct[id(p)] += g
+        return {name: direct[id(p)] / batch for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _return_error(model, x, final_states, echo_states, copy: int, batch: int) -> float:

@@ -33,7 +33,7 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from .base import Estimate, Learner, check_beta
 from .rhel import VARIANTS
-from .sequence import check_hamiltonian, check_sequence, target_mode
+from .sequence import check_hamiltonian, check_sequence, initial_state_vjp, target_mode
 
 __all__ = ["ContinuousRHEL", "check_continuous_model", "verlet_trajectory_loss"]
 
@@ -178,22 +178,13 @@ class ContinuousRHEL(Learner):
             p = kernel.kick(p, q, x[:, k - 1], 0.5)
             if mode != "final":
                 p = p + nudge(q, k - 1, kick_weight(k - 1))
-        self._initial_state_term(model, x, q, p, batch, denominator, params, direct)
+        with torch.enable_grad():  # a parameter-dependent Φ(0): λ = ∂_εΦ_e(T) with its q, p swapped
+            initial = model.init_state(x)
+        lambdas = ((p[:batch] - p[batch:]) / denominator, (q[:batch] - q[batch:]) / denominator)
+        for p_, g in zip(params, initial_state_vjp([initial], [lambdas], params)):
+            if g is not None:
+                direct[id(p_)] += g
         for p_, g in kernel.grads():
             if id(p_) in direct:
                 direct[id(p_)] -= g / denominator
         return {name: direct[id(p_)] / batch for name, p_ in model.named_parameters() if p_.requires_grad}
-
-    @staticmethod
-    def _initial_state_term(model, x, q, p, batch, denominator, params, direct) -> None:
-        with torch.enable_grad():
-            q0, p0 = model.init_state(x)
-            lam_p = (q[:batch] - q[batch:]) / denominator
-            lam_q = (p[:batch] - p[batch:]) / denominator
-            outs = [(t, c) for t, c in ((q0, lam_q), (p0, lam_p)) if t.requires_grad]
-            if outs:
-                grads = torch.autograd.grad([t for t, _ in outs], params, grad_outputs=[c for _, c in outs],
-                                            allow_unused=True)
-                for p_, g in zip(params, grads):
-                    if g is not None:
-                        direct[id(p_)] += g

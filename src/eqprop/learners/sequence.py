@@ -5,13 +5,15 @@
   [batch, T, ...] a loss at every step (DESIGN.md); anything else is a ShapeError.
 * :func:`simulate` — the forward run of a Hamiltonian stack through an integrator: step k
   consumes u_k and the loss reads the output after the step.
+* :func:`initial_state_vjp` — λ = dL/dΦ_0, read off an echo's end (or an adjoint's), pulled back
+  through a parameter-dependent initial state.
 
 This module knows models only through the stack protocol of ``HamiltonianModel``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +22,8 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 
-__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible", "pooling"]
+__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible", "pooling",
+           "initial_state_vjp"]
 
 Mode = Literal["final", "per_step"]
 
@@ -126,3 +129,22 @@ def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool 
                 outputs.append(model.decode(z))
     out = torch.stack(outputs, dim=1) if keep_outputs else outputs[-1]
     return states, out
+
+
+def initial_state_vjp(initial: Sequence[tuple[Tensor, Tensor]], cotangents: Sequence[tuple[Tensor, Tensor]],
+                      params: Sequence[Tensor]) -> list[Tensor | None]:
+    """(∂Φ_0/∂θ)ᵀλ: the cotangents (λ_q, λ_p) of each layer pulled back through its (q_0, p_0).
+
+    ``initial`` must have been built with a graph (under ``torch.enable_grad``); one entry per
+    parameter, ``None`` where the initial state does not depend on it (all ``None`` when it
+    depends on no parameter at all).
+    """
+    outs, grad_outputs = [], []
+    for (q0, p0), (lam_q, lam_p) in zip(initial, cotangents):
+        for state, cotangent in ((q0, lam_q), (p0, lam_p)):
+            if state.requires_grad:
+                outs.append(state)
+                grad_outputs.append(cotangent)
+    if not outs:
+        return [None] * len(params)
+    return list(torch.autograd.grad(outs, list(params), grad_outputs=grad_outputs, allow_unused=True))
