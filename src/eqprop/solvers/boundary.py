@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from .newton import banded_jacobian, default_tol, newton_update, report_failure
+from .newton import banded_jacobian, default_tol, newton_step, newton_update, report_failure
 
 __all__ = ["BoundaryNewton", "step_partials", "start_momentum", "end_momentum", "BOUNDARIES"]
 
@@ -237,7 +237,7 @@ class BoundaryNewton:
                     report_failure(f"{boundary} boundary-value solve", res, tol, it, self.on_failure)
                 self.last_residual = max(self.last_residual, res)
                 return assemble(z).detach()
-            step = z - newton_update(z, r, jac)
+            step = newton_step(r, jac)
             z, r, jac = self._damped(residual, z, step, r, periodic)
         raise AssertionError("unreachable")  # pragma: no cover
 

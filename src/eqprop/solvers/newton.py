@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning
 
-__all__ = ["banded_jacobian", "colour_count", "newton_update", "report_failure", "default_tol"]
+__all__ = ["banded_jacobian", "colour_count", "newton_step", "newton_update", "report_failure", "default_tol"]
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -82,10 +82,14 @@ def banded_jacobian(residual: Callable[[Tensor], Tensor], z: Tensor, periodic: b
     return r.detach(), jac.reshape(batch, points * width, points * width)
 
 
+def newton_step(r: Tensor, jac: Tensor) -> Tensor:
+    """J⁻¹ r, per sample, shaped like r (r: [batch, M, n]; J: [batch, M·n, M·n])."""
+    return torch.linalg.solve(jac, r.reshape(r.shape[0], -1, 1)).reshape(r.shape)
+
+
 def newton_update(z: Tensor, r: Tensor, jac: Tensor) -> Tensor:
     """z − J⁻¹ r, per sample (z, r: [batch, M, n]; J: [batch, M·n, M·n])."""
-    step = torch.linalg.solve(jac, r.reshape(r.shape[0], -1, 1)).reshape(z.shape)
-    return z - step
+    return z - newton_step(r, jac)
 
 
 def report_failure(what: str, residual: float, tol: float, steps: int, on_failure: str) -> None:
