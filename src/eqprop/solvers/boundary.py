@@ -27,6 +27,8 @@ This module knows models only through ``step_action`` / ``action_terms`` / ``ste
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -86,8 +88,10 @@ class BoundaryNewton:
     def __init__(self, tol: float | None = None, max_steps: int = 50, on_failure: str = "warn") -> None:
         if on_failure not in ("warn", "raise"):
             raise ConfigurationError(f"Unknown on_failure {on_failure!r}; choose 'warn' or 'raise'.")
-        if int(max_steps) < 1:
-            raise ConfigurationError(f"max_steps must be at least 1, got {max_steps}.")
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 <= tol < math.inf):
+            raise ConfigurationError(f"tol must be a non-negative number or None (the dtype's default), got {tol!r}.")
+        if not isinstance(max_steps, (int, float)) or not math.isfinite(max_steps) or int(max_steps) != max_steps or max_steps < 1:
+            raise ConfigurationError(f"max_steps must be an integer ≥ 1, got {max_steps!r}.")
         self.tol, self.max_steps, self.on_failure = tol, int(max_steps), on_failure
         self.last_residual = 0.0
 
