@@ -65,27 +65,34 @@ def _running_weights(n_points: int, h: float) -> list[float]:
 def verlet_trajectory_loss(model, x: Tensor, y: Tensor, h: float, cost: Cost, mode: str,
                            create_graph: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Velocity Verlet over the grid; returns (q_T, p_T, loss, outputs) — autograd-able with ``create_graph``."""
+    q, p, out = _verlet(model, x, h, create_graph, keep_outputs=(mode != "final"))
+    with torch.enable_grad() if create_graph else torch.no_grad():
+        if mode == "final":
+            loss = cost.loss(out, y)
+        else:
+            per_sample = cost(out, y)  # [batch, N + 1]
+            loss = (per_sample * x.new_tensor(_running_weights(x.shape[1], h))).sum(dim=1).mean()
+    return q, p, loss, out
+
+
+def _verlet(model, x: Tensor, h: float, create_graph: bool, keep_outputs: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Velocity Verlet (kick h/2 with u(t_n), drift h, kick h/2 with u(t_{n+1})) from Φ(0).
+
+    Returns q_T, p_T and the outputs at every grid point [batch, N + 1, ...] when ``keep_outputs``,
+    else the final output only.
+    """
     step = torch.tensor(h, dtype=x.dtype, device=x.device)
     q, p = model.init_state(x)
-    weights = _running_weights(x.shape[1], h)
-    context = torch.enable_grad() if create_graph else torch.no_grad()
-    with context:
-        outputs = [model.output(q)]
+    with torch.enable_grad() if create_graph else torch.no_grad():
+        outputs = [model.output(q)] if keep_outputs else []
         for n in range(x.shape[1] - 1):
             p_half = p - 0.5 * step * model.potential_grad(q, x[:, n], create_graph)
             q = q + step * model.kinetic_grad(p_half, create_graph)
             p = p_half - 0.5 * step * model.potential_grad(q, x[:, n + 1], create_graph)
-            if mode != "final":
+            if keep_outputs:
                 outputs.append(model.output(q))
-        if mode == "final":
-            out = model.output(q)
-            loss = cost.loss(out, y)
-        else:
-            out = torch.stack(outputs, dim=1)
-            per_sample = cost(out, y)  # [batch, N + 1]
-            w = x.new_tensor(weights)
-            loss = (per_sample * w).sum(dim=1).mean()
-    return q, p, loss, out
+        out = torch.stack(outputs, dim=1) if keep_outputs else model.output(q)
+    return q, p, out
 
 
 class ContinuousRHEL(Learner):
@@ -111,19 +118,7 @@ class ContinuousRHEL(Learner):
         """Outputs at every grid point, [batch, N + 1, ...]."""
         check_continuous_model(model)
         check_sequence(model, x)
-        return self._outputs(model, x)
-
-    def _outputs(self, model, x: Tensor) -> Tensor:
-        step = torch.tensor(self.step_size, dtype=x.dtype, device=x.device)
-        q, p = model.init_state(x)
-        outs = [model.output(q)]
-        with torch.no_grad():
-            for n in range(x.shape[1] - 1):
-                p_half = p - 0.5 * step * model.potential_grad(q, x[:, n])
-                q = q + step * model.kinetic_grad(p_half)
-                p = p_half - 0.5 * step * model.potential_grad(q, x[:, n + 1])
-                outs.append(model.output(q))
-        return torch.stack(outs, dim=1).detach()
+        return _verlet(model, x, self.step_size, create_graph=False, keep_outputs=True)[2].detach()
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         check_continuous_model(model)
