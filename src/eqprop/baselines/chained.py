@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..learners.base import Estimate, Learner
-from ..learners.ff_ebm import chain_free_pass, check_ffebm, feedforward_vjp, per_block
+from ..learners.ff_ebm import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block
 from ..solvers.relaxation import Relaxation
 from .implicit import neumann_series
 
@@ -60,6 +60,7 @@ class ChainedBackprop(Learner):
             raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         if method not in ("implicit", "bptt"):
             raise ConfigurationError(f"Unknown method {method!r}; choose 'implicit' or 'bptt'.")
+        check_solvers(solver, "solver")
         self.solver = solver
         self.cost = cost if cost is not None else SquaredError()
         self.method = method

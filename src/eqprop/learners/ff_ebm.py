@@ -40,7 +40,7 @@ from ..solvers.relaxation import Nudge, Relaxation
 from .base import Estimate, Learner, check_beta
 from .energy_based import concat_states, repeat_batch
 
-__all__ = ["ChainedEP", "LinearCost", "BlockPass", "chain_free_pass", "feedforward_vjp", "per_block"]
+__all__ = ["ChainedEP", "LinearCost", "BlockPass", "chain_free_pass", "check_solvers", "feedforward_vjp", "per_block"]
 
 
 class LinearCost(Cost):
@@ -71,14 +71,19 @@ class BlockPass:
     status: Any
 
 
-def per_block(value: Any, n: int, name: str, kind: type = Relaxation) -> list:
-    """One value for every block, or a list of one per block (``None`` entries allowed)."""
+def check_solvers(value: Any, name: str) -> None:
+    """``value`` is ``None``, a relaxation solver, or a list of them (one per block)."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v is not None and not isinstance(v, Relaxation):
+            raise ConfigurationError(f"{name} must be an eqprop relaxation solver (or one per block), got {type(v).__name__}.")
+
+
+def per_block(value: Any, n: int, name: str) -> list:
+    """One solver for every block, or a list of one per block (``None`` entries allowed)."""
+    check_solvers(value, name)
     values = list(value) if isinstance(value, (list, tuple)) else [value] * n
     if len(values) != n:
         raise ConfigurationError(f"{name} lists {len(values)} entries for a model of {n} blocks; give one or one per block.")
-    for v in values:
-        if v is not None and not isinstance(v, kind):
-            raise ConfigurationError(f"{name} must be an eqprop relaxation solver (or one per block), got {type(v).__name__}.")
     return values
 
 
@@ -163,6 +168,8 @@ class ChainedEP(Learner):
             raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         if variant not in ("centered", "positive"):
             raise ConfigurationError(f"Unknown ChainedEP variant {variant!r}; choose 'centered' (O(β²)) or 'positive' (O(β)).")
+        check_solvers(solver, "solver")
+        check_solvers(nudged_solver, "nudged_solver")
         self.variant = variant
         self.beta = abs(check_beta("beta", beta))
         self.solver = solver
