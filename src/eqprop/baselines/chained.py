@@ -84,10 +84,10 @@ class ChainedBackprop(Learner):
         solvers = self._solvers(model)
         passes = chain_free_pass(model, x, solvers)
         batch = x.shape[0]
+        top = model.blocks[-1].output(passes[-1].state).detach()
+        self.cost.check_target(top, y)
         with torch.enable_grad():
-            top = model.blocks[-1].output(tuple(s.clone().requires_grad_() for s in passes[-1].state))
-            self.cost.check_target(top.detach(), y)
-            out_leaf = top.detach().requires_grad_()
+            out_leaf = top.clone().requires_grad_()
             loss = self.cost.loss(out_leaf, y)
             delta = torch.autograd.grad(loss * batch, out_leaf)[0]  # per-sample dℓ/do_L
         grads: dict[str, Tensor] = {}
