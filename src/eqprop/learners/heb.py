@@ -39,16 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError, NotReversibleError
 from ..solvers.integrators import Integrator, LeapFrog
 from .base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
-from .sequence import initial_state_vjp
+from .sequence import check_echo_variant, check_reversible, initial_state_vjp
 
 __all__ = ["HEB"]
-
-VARIANTS = ("centered", "one_sided")
-
 
 class HEB(Learner):
     """Hamiltonian echo backpropagation: dL/dθ = −Δπ/η read off a time-reversed echo.
@@ -69,17 +65,11 @@ class HEB(Learner):
     def __init__(self, eta: float, variant: str = "centered", mass: float = float("inf"), integrator=None,
                  steps: int | None = None, cost: Cost | None = None) -> None:
         self.eta = check_beta("eta", eta)
-        if variant not in VARIANTS:
-            raise ConfigurationError(f"Unknown HEB variant {variant!r}; choose 'centered' or 'one_sided'.")
-        self.variant = variant
+        self.variant = check_echo_variant("HEB", variant)
         self.inv_mass = check_mass(mass)
         self.mass = float(mass)
         self.integrator = LeapFrog() if integrator is None else integrator
-        if not getattr(self.integrator, "reversible", False):
-            raise NotReversibleError(
-                f"{type(self.integrator).__name__} is not exactly reversible, so the HEB echo would not return to X₀; "
-                f"use eqprop.solvers.LeapFrog() or eqprop.solvers.PositionVerlet()."
-            )
+        check_reversible(self.integrator, "HEB")
         self.steps = check_steps(steps)
         self.cost = SquaredError() if cost is None else cost
 

@@ -38,16 +38,12 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError
 from ..solvers.integrators import PositionVerlet
 from .base import Estimate, Learner, check_beta
-from .sequence import (check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
+from .sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
                        target_mode)
 
 __all__ = ["RHEL"]
-
-VARIANTS = ("centered", "one_sided")
-
 
 class RHEL(Learner):
     """Discrete-time RHEL; gradients equal BPTT through the same reversible integrator up to O(ε²).
@@ -65,9 +61,7 @@ class RHEL(Learner):
     def __init__(self, epsilon: float, variant: str = "centered", integrator=None, cost: Cost | None = None,
                  check_echo: bool = False) -> None:
         self.epsilon = check_beta("epsilon", epsilon)
-        if variant not in VARIANTS:
-            raise ConfigurationError(f"Unknown RHEL variant {variant!r}; choose 'centered' or 'one_sided'.")
-        self.variant = variant
+        self.variant = check_echo_variant("RHEL", variant)
         self.integrator = PositionVerlet() if integrator is None else integrator
         check_reversible(self.integrator)
         self.cost = SquaredError() if cost is None else cost

@@ -32,8 +32,7 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from .base import Estimate, Learner, check_beta
-from .rhel import VARIANTS
-from .sequence import check_hamiltonian, check_sequence, initial_state_vjp, target_mode
+from .sequence import check_echo_variant, check_hamiltonian, check_sequence, initial_state_vjp, target_mode
 
 __all__ = ["ContinuousRHEL", "check_continuous_model", "verlet_trajectory_loss"]
 
@@ -106,9 +105,7 @@ class ContinuousRHEL(Learner):
     def __init__(self, epsilon: float, step_size: float, variant: str = "centered", cost: Cost | None = None) -> None:
         self.epsilon = check_beta("epsilon", epsilon)
         self.step_size = _step_size(step_size)
-        if variant not in VARIANTS:
-            raise ConfigurationError(f"Unknown RHEL variant {variant!r}; choose 'centered' or 'one_sided'.")
-        self.variant = variant
+        self.variant = check_echo_variant("RHEL", variant)
         self.cost = SquaredError() if cost is None else cost
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 
 __all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible", "pooling",
-           "initial_state_vjp"]
+           "initial_state_vjp", "check_echo_variant"]
 
 Mode = Literal["final", "per_step"]
 
@@ -43,13 +43,23 @@ def check_hamiltonian(model) -> None:
         )
 
 
-def check_reversible(integrator) -> None:
-    """RHEL's echo retraces the forward run only under an exactly reversible step."""
+def check_reversible(integrator, learner: str = "RHEL") -> None:
+    """An echo (RHEL's, HEB's) retraces the forward run only under an exactly reversible step."""
     if not getattr(integrator, "reversible", False):
         raise NotReversibleError(
-            f"{type(integrator).__name__} is not exactly reversible, so the RHEL echo would not retrace the "
+            f"{type(integrator).__name__} is not exactly reversible, so the {learner} echo would not retrace the "
             f"forward trajectory; use eqprop.solvers.PositionVerlet() or eqprop.solvers.LeapFrog()."
         )
+
+
+ECHO_VARIANTS = ("centered", "one_sided")
+
+
+def check_echo_variant(learner: str, variant: str) -> str:
+    """The two echo estimators: "centered" (±nudge, second order) or "one_sided" (nudge and 0, first order)."""
+    if variant not in ECHO_VARIANTS:
+        raise ConfigurationError(f"Unknown {learner} variant {variant!r}; choose 'centered' or 'one_sided'.")
+    return variant
 
 
 def check_sequence(model: HamiltonianModel, x: Tensor) -> None:
