@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 
@@ -82,12 +82,11 @@ def all_reduce_gradients(model: nn.Module, ctx: DistributedContext) -> None:
         offset += n
 
 
-def all_reduce_sum(values: list[float], ctx: DistributedContext, device: torch.device | str = "cpu") -> list[float]:
-    """Sum a list of numbers over the processes (float64, for metrics)."""
-    if not ctx.enabled:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+def all_reduce_sum(values: Tensor | list[float], ctx: DistributedContext, device: torch.device | str = "cpu") -> list[float]:
+    """Sum numbers over the processes (float64, for metrics); a tensor stays on its device until the one read-back."""
+    t = torch.as_tensor(values, dtype=torch.float64, device=values.device if isinstance(values, Tensor) else device)
+    if ctx.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
 
 

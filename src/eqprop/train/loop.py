@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,11 +71,27 @@ class TrainerConfig:
             raise ConfigurationError(f"trainer.target must be auto, onehot or index, got {self.target!r}.")
 
 
+def _last_step(prediction: Tensor, labels: Tensor) -> Tensor:
+    """A sequence model's outputs at every step ``[B, T, C]`` against one label per sequence: the last step."""
+    return prediction[:, -1] if prediction.dim() == 3 and labels.dim() == 1 else prediction
+
+
+def _correct(prediction: Tensor, labels: Tensor) -> Tensor:
+    prediction = _last_step(prediction, labels)
+    return (prediction.reshape(labels.shape[0], -1).argmax(dim=-1) == labels).sum()
+
+
 def accuracy_count(prediction: Tensor, labels: Tensor) -> int:
     """Correct argmax predictions; a sequence prediction ``[B, T, C]`` is read at its last step."""
-    if prediction.dim() == 3 and labels.dim() == 1:
-        prediction = prediction[:, -1]
-    return int((prediction.reshape(labels.shape[0], -1).argmax(dim=-1) == labels).sum())
+    return int(_correct(prediction, labels))
+
+
+def _batch_totals(loss: Tensor | None, prediction: Tensor, labels: Tensor) -> Tensor:
+    """[samples, loss sum, correct] of one batch, float64 on the batch's device (no host sync)."""
+    n = len(labels)
+    loss_sum = loss.detach().to(torch.float64) * n if loss is not None else torch.zeros((), dtype=torch.float64, device=labels.device)
+    return torch.stack([torch.full((), n, dtype=torch.float64, device=labels.device), loss_sum.to(labels.device),
+                        _correct(prediction, labels).to(torch.float64)])
 
 
 class Trainer:
@@ -132,7 +150,7 @@ class Trainer:
             return torch.nn.functional.one_hot(labels, n_out or self.n_classes).to(self.dtype)
         return labels
 
-    @property
+    @cached_property
     def n_classes(self) -> int:
         labels = self.train_set.tensors[1]
         return int(max(labels.max(), self.test_set.tensors[1].max())) + 1
@@ -181,16 +199,15 @@ class Trainer:
         self._epoch_start = time.perf_counter()
         bar = self._progress(len(batches))
         bar.update(self.batch_in_epoch)
+        self.model.train()
         for b in range(self.batch_in_epoch, len(batches)):
             x, labels = self._to_device(x_all[batches[b]], y_all[batches[b]])
-            self.model.train()
             self.optimizer.zero_grad(set_to_none=True)
             out = self.learner.step(self.model, x, self._target(labels))
             all_reduce_gradients(self.model, self.dist)
             self.optimizer.step()
-            n, loss_sum = len(labels), float(out.loss) * len(labels)
-            correct = accuracy_count(out.prediction, labels)
-            n, loss_sum, correct = all_reduce_sum([n, loss_sum, correct], self.dist, self.device)
+            # One read-back per step: the batch's totals, summed over the processes.
+            n, loss_sum, correct = all_reduce_sum(_batch_totals(out.loss, out.prediction, labels), self.dist)
             totals[0] += n
             totals[1] += loss_sum
             totals[2] += correct
@@ -239,8 +256,6 @@ class Trainer:
         enabled = self.cfg.progress and self.dist.is_main and tqdm is not None
         if not enabled:
             return _NoBar()
-        import sys
-
         interval = 0.1 if sys.stderr.isatty() else 5.0  # a log file gets a line every few seconds
         return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="step", leave=False,
                     dynamic_ncols=True, mininterval=interval)
@@ -251,19 +266,15 @@ class Trainer:
         self.model.eval()
         x_all, y_all = dataset.tensors
         mine = torch.arange(self.dist.rank, len(y_all), self.dist.world_size)
-        n = loss_sum = correct = 0.0
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         cost = getattr(self.learner, "cost", None)
         for idx in torch.split(mine, self.cfg.eval_batch_size):
             x, labels = self._to_device(x_all[idx], y_all[idx])
             with torch.enable_grad():  # some learners relax by autograd on the state
-                prediction = self.learner.predict(self.model, x)
-            if prediction.dim() == 3 and labels.dim() == 1:  # a sequence model's outputs at every step:
-                prediction = prediction[:, -1]  # the class is read at the last one
-            n += len(labels)
-            correct += accuracy_count(prediction, labels)
-            if cost is not None:
-                loss_sum += float(cost.loss(prediction, self._target(labels, prediction.shape[-1]))) * len(labels)
-        n, loss_sum, correct = all_reduce_sum([n, loss_sum, correct], self.dist, self.device)
+                prediction = _last_step(self.learner.predict(self.model, x), labels)
+            loss = cost.loss(prediction, self._target(labels, prediction.shape[-1])) if cost is not None else None
+            totals += _batch_totals(loss, prediction, labels)
+        n, loss_sum, correct = all_reduce_sum(totals, self.dist)
         return (loss_sum / n if cost is not None else math.nan), correct / max(n, 1)
 
     # -- checkpoints ---------------------------------------------------------------------------
