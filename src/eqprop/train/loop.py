@@ -139,6 +139,7 @@ class Trainer:
         self._epoch_seconds = 0.0  # time spent in this epoch before the last resume
         self._epoch_start = time.perf_counter()
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self._logger: MetricsLogger | None = None  # open during fit(); flushed with each checkpoint
         broadcast_parameters(model, self.dist)
 
     # -- data ----------------------------------------------------------------------------------
@@ -175,15 +176,16 @@ class Trainer:
         elif self.dist.is_main and self.checkpoint_path.exists():
             log.warning("Starting afresh in %s: its previous checkpoint and metrics are replaced "
                         "(pass resume=true to continue that run instead).", self.run_dir)
-        logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.cfg.tensorboard,
-                               resume_step=self.step if resume else None,
-                               resume_epoch=self.epoch - 1 if resume else None)
+        self._logger = logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.cfg.tensorboard,
+                                              resume_step=self.step if resume else None,
+                                              resume_epoch=self.epoch - 1 if resume else None)
         stopped = False
         try:
             while self.epoch < self.cfg.epochs and not stopped:
                 stopped = self._train_epoch(logger)
         finally:
             logger.close()
+            self._logger = None
         if self.dist.is_main and self.cfg.plot and not stopped:
             plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png",
                                 title=str(self.run_config.get("name", "")))
@@ -301,6 +303,8 @@ class Trainer:
     def save(self) -> None:
         state = self.state()
         if self.dist.is_main:
+            if self._logger is not None:
+                self._logger.flush()  # the metrics files hold every row up to the checkpoint
             save_checkpoint(self.checkpoint_path, state)
 
     def load(self, path: str | Path) -> None:

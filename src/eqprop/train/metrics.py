@@ -2,7 +2,9 @@
 
 ``steps.csv``: one row per optimizer step (step, epoch, loss, accuracy); ``metrics.csv``: one row
 per epoch (train and test loss and accuracy, seconds). Floats are written with ``repr`` so that
-two runs can be compared bit for bit. On resume, rows after the checkpoint are dropped.
+two runs can be compared bit for bit. On resume, rows after the checkpoint are dropped. The
+files stay open for the run and are flushed at each epoch and checkpoint (:meth:`MetricsLogger.flush`),
+not at every step.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.writer = None
+        self._files: list[Any] = []
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.steps_path = self.run_dir / "steps.csv"
         self.epochs_path = self.run_dir / "metrics.csv"
-        self._truncate(self.steps_path, STEP_FIELDS, "step", resume_step)
-        self._truncate(self.epochs_path, EPOCH_FIELDS, "epoch", resume_epoch)
+        self._steps = self._open(self.steps_path, STEP_FIELDS, "step", resume_step)
+        self._epochs = self._open(self.epochs_path, EPOCH_FIELDS, "epoch", resume_epoch)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -57,23 +60,20 @@ class MetricsLogger:
             else:
                 self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
 
-    @staticmethod
-    def _truncate(path: Path, fields: list[str], key: str, keep_up_to: int | None) -> None:
-        """Start the file afresh, keeping (on resume) only the rows with ``key`` ≤ ``keep_up_to``."""
-        rows = [r for r in read_csv(path) if keep_up_to is not None and int(r[key]) <= keep_up_to]
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def _append(self, path: Path, fields: list[str], row: dict[str, Any]) -> None:
-        with open(path, "a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=fields).writerow({k: _fmt(row[k]) for k in fields})
+    def _open(self, path: Path, fields: list[str], key: str, keep_up_to: int | None) -> csv.DictWriter:
+        """Start the file afresh, keeping (on resume) only the rows with ``key`` ≤ ``keep_up_to``; keep it open."""
+        rows = [] if keep_up_to is None else [r for r in read_csv(path) if int(r[key]) <= keep_up_to]
+        fh = open(path, "w", newline="")
+        self._files.append(fh)
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        return writer
 
     def log_step(self, step: int, epoch: int, loss: float, accuracy: float) -> None:
         if not self.enabled:
             return
-        self._append(self.steps_path, STEP_FIELDS, {"step": step, "epoch": epoch, "loss": loss, "accuracy": accuracy})
+        self._steps.writerow({"step": step, "epoch": epoch, "loss": _fmt(loss), "accuracy": _fmt(accuracy)})
         if self.writer is not None:
             self.writer.add_scalar("train/step_loss", loss, step)
             self.writer.add_scalar("train/step_accuracy", accuracy, step)
@@ -81,14 +81,24 @@ class MetricsLogger:
     def log_epoch(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._append(self.epochs_path, EPOCH_FIELDS, row)
+        self._epochs.writerow({k: _fmt(row[k]) for k in EPOCH_FIELDS})
         if self.writer is not None:
             for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
                 split, name = key.split("_", 1)
                 self.writer.add_scalar(f"{split}/{name}", row[key], row["epoch"])
+        self.flush()
+
+    def flush(self) -> None:
+        """Put every row logged so far on disk (the trainer calls this before each checkpoint)."""
+        for fh in self._files:
+            fh.flush()
+        if self.writer is not None:
             self.writer.flush()
 
     def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+        self._files = []
         if self.writer is not None:
             self.writer.close()
             self.writer = None
