@@ -18,7 +18,6 @@ learners.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
