@@ -89,6 +89,7 @@ class ConvHopfield(HopfieldEnergy):
 
     output_layer = -1
     output_is_parameter_free = True
+    fresh_drive = True  # primitive_grad returns new tensors (sums, convs, linear): ρ may act in place
 
     def __init__(
         self,
