@@ -70,6 +70,8 @@ def test_bad_value_is_a_one_sentence_error(tmp_path):
         run(compose_run(["dtype=float8"]), run_dir=tmp_path)
     with pytest.raises(Exception, match="takes no option flaten"):  # Hydra wraps it in InstantiationException
         run(compose_run(["+data.flaten=true"]), run_dir=tmp_path)
+    with pytest.raises(ValueError, match="Unknown trainer option epohcs, seed;"):
+        run(compose_run(["+trainer.epohcs=3", "+trainer.seed=1"]), run_dir=tmp_path)
 
 
 def test_command_line_run_then_resume(tmp_path):

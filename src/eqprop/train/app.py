@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,16 @@ def _fill_data_info(cfg: Any, splits: Any) -> None:
         }
 
 
+def _trainer_config(options: dict[str, Any], seed: int) -> TrainerConfig:
+    """The ``trainer:`` node as a :class:`TrainerConfig` (``backend`` is read by ``init_distributed``; the seed is top-level)."""
+    options = {k: v for k, v in options.items() if k != "backend"}
+    known = [f.name for f in fields(TrainerConfig) if f.name != "seed"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigurationError(f"Unknown trainer option {', '.join(unknown)}; the trainer takes {', '.join(known)} and backend.")
+    return TrainerConfig(**options, seed=seed)
+
+
 def _has_target(node: Any) -> bool:
     return node is not None and "_target_" in node
 
@@ -99,7 +110,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     scheduler = instantiate(cfg.scheduler)(optimizer) if _has_target(cfg.get("scheduler")) else None
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    trainer_cfg = TrainerConfig(**{k: v for k, v in resolved["trainer"].items() if k != "backend"}, seed=int(cfg.seed))
+    trainer_cfg = _trainer_config(resolved["trainer"], int(cfg.seed))
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
