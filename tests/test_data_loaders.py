@@ -140,6 +140,8 @@ def test_imagenet32_npz(tmp_path):
     assert s.train.tensors[1][:4].tolist() == [0, 1, 999, 4]
     with pytest.raises(ConfigurationError, match="train_batches"):
         load_imagenet32(tmp_path, train_batches=11)
+    with pytest.raises(ConfigurationError, match="sample limit"):
+        load_imagenet32(tmp_path, train_batches=2, limit_train=0)
 
 
 TS_HEADER = """# comment
@@ -207,5 +209,9 @@ def test_load_by_name_fallback_and_unknown_options(tmp_path):
         load("digits", flaten=True)
     with pytest.raises(ConfigurationError, match="Unknown dataset"):
         load("mnits")
+    with pytest.raises(ConfigurationError, match="'digits' takes no option root"):
+        load("digits", root=tmp_path)
+    with pytest.raises(ConfigurationError, match="'digits' takes no option flaten"):
+        load("mnist", fallback="digits", fallback_options={"flaten": True})
     write_mnist(tmp_path)
     assert load("mnist", root=tmp_path, fallback="digits").name == "MNIST"

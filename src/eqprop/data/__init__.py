@@ -69,6 +69,16 @@ def _loader(name: str) -> Callable[..., Splits]:
     return LOADERS[name]
 
 
+def _check_options(name: str, loader: Callable[..., Splits], options: dict[str, Any]) -> None:
+    params = inspect.signature(loader).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ConfigurationError(
+            f"Dataset {name!r} takes no option {', '.join(unknown)}; its options are "
+            f"{', '.join(p for p in params if p != 'root')}."
+        )
+
+
 def load(name: str, root: str | os.PathLike | None = None, fallback: str | None = None,
          fallback_options: dict[str, Any] | None = None, **options: Any) -> Splits:
     """Load dataset ``name`` from ``root``; with no ``root``, load the embedded ``fallback`` instead.
@@ -78,14 +88,10 @@ def load(name: str, root: str | os.PathLike | None = None, fallback: str | None 
     also takes. Without a root and without a fallback, a dataset that needs files raises
     :class:`DatasetNotFoundError`.
     """
+    if root is not None:
+        options["root"] = root
     loader = _loader(name)
-    params = inspect.signature(loader).parameters
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise ConfigurationError(
-            f"Dataset {name!r} takes no option {', '.join(unknown)}; its options are "
-            f"{', '.join(p for p in params if p != 'root')}."
-        )
+    _check_options(name, loader, options)
     if root is None and name not in EMBEDDED:
         if fallback is None:
             raise DatasetNotFoundError(
@@ -96,8 +102,7 @@ def load(name: str, root: str | os.PathLike | None = None, fallback: str | None 
         fb_params = inspect.signature(fb).parameters
         kwargs = {k: v for k, v in options.items() if k in fb_params}
         kwargs.update(fallback_options or {})
+        _check_options(fallback, fb, kwargs)
         log.warning("data.root is not set: training on the embedded %r dataset in place of %r.", fallback, name)
         return fb(**kwargs)
-    if root is not None:
-        options["root"] = root
     return loader(**options)

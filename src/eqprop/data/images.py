@@ -214,7 +214,7 @@ def load_imagenet32(root: str | os.PathLike, train_batches: int = 10, flatten: b
     x_test, y_test = _npz_batch(_find(root, ["val_data.npz", "val_data"], subs, "ImageNet 32x32", how))
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
-    if limit_train is not None:
+    if limit_train is not None:  # before the float conversion of the whole set; make_splits checks the value
         x_train, y_train = x_train[: int(limit_train)], y_train[: int(limit_train)]
     return _finish("imagenet32", x_train / np.float32(255), y_train, x_test / np.float32(255), y_test, 1000,
-                   flatten=flatten, standardize=standardize, limit_train=None, limit_test=limit_test)
+                   flatten=flatten, standardize=standardize, limit_train=limit_train, limit_test=limit_test)
