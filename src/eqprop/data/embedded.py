@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import CorruptDatasetError, Splits, cache_dir, make_splits, split_indices
+from .base import CorruptDatasetError, Splits, cache_dir, make_splits, require_file, split_indices
 
 __all__ = ["load_digits", "load_mnist1d"]
 
@@ -62,9 +62,8 @@ def _mnist1d_arrays(seed: int, num_samples: int, cache: str | os.PathLike | None
         try:
             with np.load(path) as data:
                 return {k: data[k] for k in ("x", "y", "x_test", "y_test")}
-        except Exception as exc:  # a truncated cache: regenerate it below
+        except Exception:  # a truncated cache: regenerate it below
             path.unlink(missing_ok=True)
-            del exc
     data = make_dataset(args)
     arrays = {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
@@ -105,8 +104,6 @@ def load_mnist1d(
 
 def _read_mnist1d_pickle(root: Path) -> dict[str, np.ndarray]:
     import pickle
-
-    from .base import require_file
 
     path = root / "mnist1d_data.pkl" if root.is_dir() else root
     require_file(path, "MNIST-1D", "download mnist1d_data.pkl from https://github.com/greydanus/mnist1d or "

@@ -35,9 +35,9 @@ def _parse_header(line: str, header: dict, path: Path, lineno: int) -> None:
         header[key] = value
 
 
-def _parse_case(line: str, n_labels: bool, path: Path, lineno: int) -> tuple[list[np.ndarray], str | None]:
+def _parse_case(line: str, has_label: bool, path: Path, lineno: int) -> tuple[list[np.ndarray], str | None]:
     fields = line.split(":")
-    label = fields.pop().strip() if n_labels else None
+    label = fields.pop().strip() if has_label else None
     if not fields:
         raise CorruptDatasetError(f"{path}:{lineno}: a case needs at least one channel before its label.")
     channels = []
