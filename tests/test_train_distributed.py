@@ -9,7 +9,6 @@ full-batch mean, so parameters agree up to float64 round-off: the tolerance is r
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
@@ -45,11 +44,13 @@ def _one_step(model, learner, x, y, ctx):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # as the conftest fixture does in the parent: same init
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # A file rendezvous in the test's own folder: no TCP port that another process could take.
+    rendezvous = "file://" + os.path.join(out_dir, "rendezvous")
+    torch.distributed.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     ctx = DistributedContext(rank=rank, world_size=world, local_rank=rank, backend="gloo")
     try:
         splits, x, y = _data()
@@ -68,14 +69,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     ctx = DistributedContext()
 
     # One optimizer step: rank halves x[0::2], x[1::2] vs the 16 samples at once.
