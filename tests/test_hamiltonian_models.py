@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from eqprop.errors import ConfigurationError
 from eqprop.learners import RHEL
 from eqprop.models import HSSM, HamiltonianModel, LinearHRU, NonlinearHRU
 from eqprop.solvers import LeapFrog, PositionVerlet, SymplecticEuler, affine_scan
@@ -110,3 +111,11 @@ def test_hssm_mix_is_readout_activation_residual_layernorm(activation):
     y = {"gelu": torch.nn.functional.gelu, "glu": lambda t: torch.nn.functional.glu(t, -1),
          "tanh": torch.tanh, "identity": lambda t: t}[activation](y)
     assert torch.allclose(model.mix(0, z, q), model.norms[0](z + y), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("field", ["input_size", "hidden_size", "output_size", "num_layers", "state_size"])
+def test_hssm_rejects_bad_sizes_by_name(field):
+    kwargs = dict(input_size=3, hidden_size=4, output_size=2, num_layers=2, state_size=5)
+    kwargs[field] = 0
+    with pytest.raises(ConfigurationError, match=f"{field} must be an integer ≥ 1"):
+        HSSM(**kwargs)

@@ -44,20 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError, ConvergenceWarning, ShapeError
+from ._checks import positive_int
 from .activations import Activation, get_activation
 from .base import HopfieldEnergy, State, resolve_activations
 
 __all__ = ["ConvHopfield"]
 
 POOLINGS = ("max", "avg", "none")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise ConfigurationError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
-    if int(value) < minimum:
-        raise ConfigurationError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
-    return int(value)
 
 
 class ConvHopfield(HopfieldEnergy):
@@ -109,20 +102,20 @@ class ConvHopfield(HopfieldEnergy):
     ) -> None:
         super().__init__()
         in_channels, input_size = self._parse_input(in_channels, input_size, input_shape)
-        self.in_channels = _positive_int("in_channels", in_channels)
+        self.in_channels = positive_int("in_channels", in_channels)
         if isinstance(channels, (str, bytes)) or not hasattr(channels, "__iter__"):
             raise ConfigurationError(f"channels must be a list of positive integers, one per conv layer, got {channels!r}.")
         channels = list(channels)
         if not channels:
             raise ConfigurationError("channels must list at least one convolutional layer, e.g. [32, 64].")
-        self.channels = [_positive_int(f"channels[{i}]", c) for i, c in enumerate(channels)]
-        self.n_classes = _positive_int("n_classes", n_classes)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.padding = _positive_int("padding", padding, minimum=0)
+        self.channels = [positive_int(f"channels[{i}]", c) for i, c in enumerate(channels)]
+        self.n_classes = positive_int("n_classes", n_classes)
+        self.kernel_size = positive_int("kernel_size", kernel_size)
+        self.padding = positive_int("padding", padding, minimum=0)
         if pooling not in POOLINGS:
             raise ConfigurationError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}.")
         self.pooling = pooling
-        self.pool_size = 1 if pooling == "none" else _positive_int("pool_size", pool_size)
+        self.pool_size = 1 if pooling == "none" else positive_int("pool_size", pool_size)
         self.input_size = self._parse_size(input_size)
         self.state_shapes = self._layer_shapes()
         n_states = len(self.channels) + 1

@@ -20,15 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
+from ._checks import positive_int
 from .hamiltonian import HamiltonianModel
 
 __all__ = ["LinearHRU", "NonlinearHRU"]
-
-
-def _check_size(name: str, value: int) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
-    return value
 
 
 def _physics_is_builtin(model: HamiltonianModel, cls: type) -> bool:
@@ -61,8 +56,8 @@ class LinearHRU(HamiltonianModel):
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
                  dt_min: float = 0.05, dt_max: float = 0.5, frequency_max: float = 1.0) -> None:
         super().__init__()
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
         self.frequency = nn.Parameter(torch.rand(hidden_size) * frequency_max)
         self.input_weight = nn.Parameter(torch.randn(hidden_size, input_size) / math.sqrt(input_size))
         self.input_bias = nn.Parameter(torch.zeros(hidden_size))
@@ -140,8 +135,8 @@ class NonlinearHRU(HamiltonianModel):
                  dt_min: float = 0.05, dt_max: float = 0.5, frequency_max: float = 1.0,
                  coupling_scale: float = 0.5) -> None:
         super().__init__()
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
         self.frequency = nn.Parameter(torch.rand(hidden_size) * frequency_max)
         self.coupling = nn.Parameter(coupling_scale * torch.randn(hidden_size, hidden_size) / math.sqrt(hidden_size))
         self.input_weight = nn.Parameter(torch.randn(hidden_size, input_size) / math.sqrt(input_size))

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
+from ._checks import positive_int
 from .hamiltonian import HamiltonianModel
 from .hru import LinearHRU, NonlinearHRU
 
@@ -56,8 +57,12 @@ class HSSM(HamiltonianModel):
             hru = _HRUS[hru]
         if activation not in _ACTIVATIONS:
             raise ConfigurationError(f"Unknown activation {activation!r}; choose one of {', '.join(_ACTIVATIONS)}.")
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ConfigurationError(f"num_layers must be a positive integer, got {num_layers!r}.")
+        input_size = positive_int("input_size", input_size)
+        hidden_size = positive_int("hidden_size", hidden_size)
+        output_size = positive_int("output_size", output_size)
+        num_layers = positive_int("num_layers", num_layers)
+        if state_size is not None:
+            state_size = positive_int("state_size", state_size)
         if pooling not in ("last", "mean"):
             raise ConfigurationError(f"Unknown pooling {pooling!r}; choose 'last' or 'mean'.")
         self.pooling = pooling
