@@ -41,7 +41,30 @@ def _init_dt(hidden_size: int, dt_min: float, dt_max: float, vector: bool) -> Te
     return log_dt.exp()
 
 
-class LinearHRU(HamiltonianModel):
+class _HRU(HamiltonianModel):
+    """What the built-in HRUs share: the rest initial state, the optional linear read-out, and the
+    closed-form echo kernel named by ``_kernel`` (autograd when a subclass rewrote the physics)."""
+
+    _kernel: str
+
+    def init_state(self, u_seq: Tensor) -> tuple[Tensor, Tensor]:
+        zeros = u_seq.new_zeros(u_seq.shape[0], self.hidden_size)
+        return zeros, zeros.clone()
+
+    def output(self, q: Tensor) -> Tensor:
+        return q if self.readout is None else self.readout(q)
+
+    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
+        """Closed-form forces and contrasts (:mod:`eqprop.models.echo_kernels`)."""
+        from . import echo_kernels
+
+        builtin = next(c for c in type(self).__mro__ if "_kernel" in c.__dict__)
+        if _physics_is_builtin(self, builtin):
+            return getattr(echo_kernels, builtin._kernel)(self, dt, batch, copies)
+        return super().echo_kernel(dt, batch, copies)
+
+
+class LinearHRU(_HRU):
     """Linear HRU: uncoupled oscillators driven by the input, one trainable dt_i per unit.
 
         V(q, u) = Σ_i [½ κ_i² q_i² − q_i (B u + b)_i],   T(p) = ½|p|²
@@ -52,6 +75,8 @@ class LinearHRU(HamiltonianModel):
         dt_min, dt_max: the initial dt_i are log-uniform in [dt_min, dt_max].
         frequency_max: initial κ_i uniform in [0, frequency_max] (Verlet is stable for κ dt < 2).
     """
+
+    _kernel = "LinearHRUKernel"
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
                  dt_min: float = 0.05, dt_max: float = 0.5, frequency_max: float = 1.0) -> None:
@@ -74,19 +99,6 @@ class LinearHRU(HamiltonianModel):
     def potential_grad(self, q: Tensor, u: Tensor, create_graph: bool = False) -> Tensor:
         return self.frequency**2 * q - self.drive(u)
 
-    def init_state(self, u_seq: Tensor) -> tuple[Tensor, Tensor]:
-        zeros = u_seq.new_zeros(u_seq.shape[0], self.hidden_size)
-        return zeros, zeros.clone()
-
-    def output(self, q: Tensor) -> Tensor:
-        return q if self.readout is None else self.readout(q)
-
-    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
-        """Closed-form forces and contrasts (:class:`~eqprop.models.echo_kernels.LinearHRUKernel`)."""
-        from .echo_kernels import LinearHRUKernel
-
-        return LinearHRUKernel(self, dt, batch, copies) if _physics_is_builtin(self, LinearHRU) else \
-            super().echo_kernel(dt, batch, copies)
 
     # -- parallel scan ---------------------------------------------------------------------------
     def verlet_matrix(self, dt: Tensor | None = None) -> Tensor:
@@ -122,7 +134,7 @@ class LinearHRU(HamiltonianModel):
         return states[..., 0], states[..., 1]
 
 
-class NonlinearHRU(HamiltonianModel):
+class NonlinearHRU(_HRU):
     """Nonlinear HRU: oscillators coupled through a log-cosh interaction, one trainable scalar dt.
 
         V(q, u) = ½ Σ_i κ_i² q_i² + Σ_j log cosh((W q + B u + b)_j),   T(p) = ½|p|²
@@ -130,6 +142,8 @@ class NonlinearHRU(HamiltonianModel):
 
     Args as :class:`LinearHRU`; ``dt`` is a scalar initialised at √(dt_min·dt_max).
     """
+
+    _kernel = "NonlinearHRUKernel"
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
                  dt_min: float = 0.05, dt_max: float = 0.5, frequency_max: float = 1.0,
@@ -156,16 +170,3 @@ class NonlinearHRU(HamiltonianModel):
     def potential_grad(self, q: Tensor, u: Tensor, create_graph: bool = False) -> Tensor:
         return self.frequency**2 * q + torch.tanh(self._preactivation(q, u)) @ self.coupling
 
-    def init_state(self, u_seq: Tensor) -> tuple[Tensor, Tensor]:
-        zeros = u_seq.new_zeros(u_seq.shape[0], self.hidden_size)
-        return zeros, zeros.clone()
-
-    def output(self, q: Tensor) -> Tensor:
-        return q if self.readout is None else self.readout(q)
-
-    def echo_kernel(self, dt: Tensor, batch: int, copies: int):
-        """Closed-form forces and contrasts (:class:`~eqprop.models.echo_kernels.NonlinearHRUKernel`)."""
-        from .echo_kernels import NonlinearHRUKernel
-
-        return NonlinearHRUKernel(self, dt, batch, copies) if _physics_is_builtin(self, NonlinearHRU) else \
-            super().echo_kernel(dt, batch, copies)
