@@ -118,13 +118,9 @@ class AutogradEchoKernel:
         return [(p, g) for p, g in zip(self.params, self.sums) if g is not None]
 
 
-class LinearHRUKernel:
-    """Closed form for :class:`~eqprop.models.LinearHRU`, Ṽ = Σ_i dt_i [½κ_i² q_i² − q_i w_i], w = Bu + b.
-
-        force      dt ⊙ (κ² ⊙ q − w)
-        ∂Ṽ/∂κ_i   = dt_i κ_i q_i²          ∂Ṽ/∂B = −(dt ⊙ q) uᵀ       ∂Ṽ/∂b = −dt ⊙ q
-        ∂Ṽ/∂dt_i  = ½κ_i² q_i² − q_i w_i   (+ ½p_i² from each drift)  ∂Ṽ/∂u = −(dt ⊙ q) B
-    """
+class _HRUKernel:
+    """What the closed-form HRU kernels share: the detached parameters read once, the running
+    sums of q² and p² over the two echo copies, and the drift (which does not touch θ but dt)."""
 
     def __init__(self, model, dt: Tensor, batch: int, copies: int) -> None:
         self.model, self.batch, self.copies = model, batch, copies
@@ -136,27 +132,43 @@ class LinearHRUKernel:
             self.weight = model.input_weight.detach()
             self.weight_t = self.weight.t()
             self.bias = model.input_bias.detach()
-            self.neg_weight_dt = -(self.dt.reshape(-1, 1) * self.weight) if self.dt.dim() else -self.dt * self.weight
-        self._cache: dict[float, tuple[Tensor, Tensor]] = {}
-        n = model.hidden_size
-        zeros = self.a.new_zeros
+        self._cache: dict[float, tuple[Tensor, ...]] = {}
+        n, zeros = model.hidden_size, self.a.new_zeros
         self.q2 = zeros(2, batch, n)     # Σ f q_c² per copy (c = 0, 1)
-        self.qw = zeros(2, batch, n)     # Σ f q_c ⊙ w
         self.p2 = zeros(2, batch, n)     # Σ f p_c² (drifts)
-        self.dq = zeros(batch, n)        # Σ f (q_0 − q_1)
-        self.dq_u = zeros(n, model.input_size)  # Σ f (q_0 − q_1)ᵀ u
         self.input_grad: Tensor | None = None
 
-    def _scaled(self, fraction: float) -> tuple[Tensor, Tensor]:
-        if fraction not in self._cache:
-            self._cache[fraction] = (fraction * self.dt, fraction * self.dt * self.a)
-        return self._cache[fraction]
+    def _scaled(self, fraction: float) -> tuple[Tensor, ...]:  # pragma: no cover - per kernel
+        raise NotImplementedError
 
     def drift(self, q: Tensor, p: Tensor, fraction: float) -> Tensor:
         if self.train_dt:
             p3 = p.view(self.copies, self.batch, -1)[:2]
             self.p2.addcmul_(p3, p3, value=fraction)
         return torch.addcmul(q, p, self._scaled(fraction)[0])
+
+
+class LinearHRUKernel(_HRUKernel):
+    """Closed form for :class:`~eqprop.models.LinearHRU`, Ṽ = Σ_i dt_i [½κ_i² q_i² − q_i w_i], w = Bu + b.
+
+        force      dt ⊙ (κ² ⊙ q − w)
+        ∂Ṽ/∂κ_i   = dt_i κ_i q_i²          ∂Ṽ/∂B = −(dt ⊙ q) uᵀ       ∂Ṽ/∂b = −dt ⊙ q
+        ∂Ṽ/∂dt_i  = ½κ_i² q_i² − q_i w_i   (+ ½p_i² from each drift)  ∂Ṽ/∂u = −(dt ⊙ q) B
+    """
+
+    def __init__(self, model, dt: Tensor, batch: int, copies: int) -> None:
+        super().__init__(model, dt, batch, copies)
+        with torch.no_grad():
+            self.neg_weight_dt = -(self.dt.reshape(-1, 1) * self.weight) if self.dt.dim() else -self.dt * self.weight
+        n, zeros = model.hidden_size, self.a.new_zeros
+        self.qw = zeros(2, batch, n)     # Σ f q_c ⊙ w
+        self.dq = zeros(batch, n)        # Σ f (q_0 − q_1)
+        self.dq_u = zeros(n, model.input_size)  # Σ f (q_0 − q_1)ᵀ u
+
+    def _scaled(self, fraction: float) -> tuple[Tensor, Tensor]:
+        if fraction not in self._cache:
+            self._cache[fraction] = (fraction * self.dt, fraction * self.dt * self.a)
+        return self._cache[fraction]
 
     def kick(self, p: Tensor, q: Tensor, u: Tensor, fraction: float) -> Tensor:
         dt_f, dta_f = self._scaled(fraction)
@@ -189,7 +201,7 @@ class LinearHRUKernel:
         return out
 
 
-class NonlinearHRUKernel:
+class NonlinearHRUKernel(_HRUKernel):
     """Closed form for :class:`~eqprop.models.NonlinearHRU`, Ṽ = dt [½Σκ_i²q_i² + Σ_j log cosh h_j],
     h = Wq + Bu + b, t = tanh h:
 
@@ -199,22 +211,11 @@ class NonlinearHRUKernel:
     """
 
     def __init__(self, model, dt: Tensor, batch: int, copies: int) -> None:
-        self.model, self.batch, self.copies = model, batch, copies
-        self.train_dt = _is_param(dt, getattr(model, "dt", None))
+        super().__init__(model, dt, batch, copies)
         with torch.no_grad():
-            self.dt = dt.detach()
-            self.kappa = model.frequency.detach()
-            self.a = self.kappa * self.kappa
             self.coupling = model.coupling.detach()
             self.coupling_t = self.coupling.t()
-            self.weight = model.input_weight.detach()
-            self.weight_t = self.weight.t()
-            self.bias = model.input_bias.detach()
-        self._cache: dict[float, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
-        n = model.hidden_size
-        zeros = self.a.new_zeros
-        self.q2 = zeros(2, batch, n)
-        self.p2 = zeros(2, batch, n)
+        n, zeros = model.hidden_size, self.a.new_zeros
         self.log_cosh = zeros(2, batch, n)   # Σ f (h + softplus(−2h)) = Σ f (log cosh h + log 2)
         self.t_q = zeros(n, n)                # Σ f (t_0ᵀ q_0 − t_1ᵀ q_1)
         self.dt_sum = zeros(batch, n)         # Σ f (t_0 − t_1)
@@ -226,12 +227,6 @@ class NonlinearHRUKernel:
             d = fraction * self.dt
             self._cache[fraction] = (d, d * self.a, d * self.coupling, d * self.weight)
         return self._cache[fraction]
-
-    def drift(self, q: Tensor, p: Tensor, fraction: float) -> Tensor:
-        if self.train_dt:
-            p3 = p.view(self.copies, self.batch, -1)[:2]
-            self.p2.addcmul_(p3, p3, value=fraction)
-        return torch.addcmul(q, p, self._scaled(fraction)[0])
 
     def kick(self, p: Tensor, q: Tensor, u: Tensor, fraction: float) -> Tensor:
         dt_f, dta_f, coupling_f, weight_f = self._scaled(fraction)
