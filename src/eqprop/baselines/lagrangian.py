@@ -26,9 +26,8 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..errors import ConfigurationError
 from ..learners.base import Estimate, Learner
-from ..learners.glep import BOUNDARY_CONDITIONS, free_trajectory
+from ..learners.glep import check_boundary, free_trajectory, predict_outputs
 from ..learners.lagrangian_sequence import (
     TrajectoryNudge,
     check_lagrangian,
@@ -58,18 +57,12 @@ class LagrangianImplicit(Learner):
     """
 
     def __init__(self, boundary: str = "echo", solver: BoundaryNewton | None = None, cost: Cost | None = None) -> None:
-        if boundary not in BOUNDARY_CONDITIONS:
-            raise ConfigurationError(
-                f"Unknown boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
-            )
+        check_boundary(boundary)
         self.boundary = boundary
         self.solver, self.cost = solver_and_cost(solver, cost)
 
     def predict(self, model, x: Tensor) -> Tensor:
-        check_lagrangian(model)
-        check_sequence(model, x)
-        with torch.no_grad():
-            return outputs_of(model, free_trajectory(model, x, self.boundary, self.solver))
+        return predict_outputs(model, x, self.boundary, self.solver)
 
     def _system(self, model, x: Tensor, z: Tensor) -> Tensor:
         """F(z, θ) with rows banded for cyclic colouring; z holds the unknown points."""
@@ -125,10 +118,7 @@ class LagrangianBPTT(Learner):
         self.solver, self.cost = solver_and_cost(solver, cost)
 
     def predict(self, model, x: Tensor) -> Tensor:
-        check_lagrangian(model)
-        check_sequence(model, x)
-        with torch.no_grad():
-            return outputs_of(model, free_trajectory(model, x, "initial_value", self.solver))
+        return predict_outputs(model, x, "initial_value", self.solver)
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         check_lagrangian(model)

@@ -76,6 +76,22 @@ def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> 
     return solver.solve(model, x, boundary, guess)
 
 
+def check_boundary(boundary: str) -> None:
+    """One sentence for a boundary condition that does not exist."""
+    if boundary not in BOUNDARY_CONDITIONS:
+        raise ConfigurationError(
+            f"Unknown boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
+        )
+
+
+def predict_outputs(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
+    """Outputs at s_1..s_N of the free trajectory under ``boundary``, [batch, T, ...]."""
+    check_lagrangian(model)
+    check_sequence(model, x)
+    with torch.no_grad():
+        return outputs_of(model, free_trajectory(model, x, boundary, solver))
+
+
 class GLEP(Learner):
     """Lagrangian EP: dL/dθ from stationary trajectories of the nudged discrete action.
 
@@ -92,10 +108,7 @@ class GLEP(Learner):
     def __init__(self, beta: float, boundary: str = "echo", variant: str = "centered",
                  solver: BoundaryNewton | None = None, cost: Cost | None = None, residual: bool = True) -> None:
         self.beta = check_beta("beta", beta)
-        if boundary not in BOUNDARY_CONDITIONS:
-            raise ConfigurationError(
-                f"Unknown GLEP boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
-            )
+        check_boundary(boundary)
         if variant not in VARIANTS:
             raise ConfigurationError(f"Unknown GLEP variant {variant!r}; choose 'centered' or 'positive'.")
         if boundary == "initial_value" and not residual:
@@ -113,10 +126,7 @@ class GLEP(Learner):
     # -- contract ------------------------------------------------------------------------------
     def predict(self, model, x: Tensor) -> Tensor:
         """Outputs at s_1..s_N of the free trajectory, [batch, T, ...] (``[:, -1]`` for a final loss)."""
-        check_lagrangian(model)
-        check_sequence(model, x)
-        with torch.no_grad():
-            return outputs_of(model, free_trajectory(model, x, self.boundary, self.solver))
+        return predict_outputs(model, x, self.boundary, self.solver)
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         check_lagrangian(model)
