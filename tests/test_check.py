@@ -1,7 +1,6 @@
 """The check harness: compare reports and β sweeps (the tool every gradient test relies on)."""
 
 import pytest
-import torch
 
 from eqprop.baselines import ImplicitDifferentiation
 from eqprop.check import beta_sweep, compare, log_log_slope, relative_error

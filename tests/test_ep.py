@@ -91,7 +91,6 @@ def test_random_sign_draws_both_signs_and_matches_one_sided():
 
 def test_random_sign_state_round_trip():
     problem = PROBLEMS[0]
-    model, (x, y) = problem.model(), problem.data()
     learner = EP(0.01, "random_sign", solver=problem.solver, seed=1)
     state = learner.state_dict()
     first = [learner.betas() for _ in range(6)]
@@ -138,6 +137,6 @@ def test_step_writes_the_gradient_of_the_mean_loss():
 
 def test_predict_is_the_free_equilibrium_output():
     problem = PROBLEMS[0]
-    model, (x, y) = problem.model(), problem.data()
+    model, (x, _) = problem.model(), problem.data()
     state, _ = problem.solver.solve(model, x, model.init_state(x))
     assert torch.equal(EP(0.1, solver=problem.solver).predict(model, x), model.output(state))

@@ -60,11 +60,7 @@ class ImplicitDifferentiation(EnergyLearner):
         self.max_iter = int(max_iter)
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
-        context = model.prepare(x)
-        state, status = self.free_phase(model, x, context)
-        state = tuple(s.detach() for s in state)
-        out = model.output(state)
-        self.cost.check_target(out, y)
+        _, state, status, out = self.free_equilibrium(model, x, y)
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         with torch.enable_grad():
             leaves = tuple(s.clone().requires_grad_() for s in state)

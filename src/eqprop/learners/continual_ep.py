@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
-from ..solvers.relaxation import FixedPoint, Nudge, Relaxation, SolverStatus
+from ..solvers.relaxation import FixedPoint, Nudge, Relaxation
 from .base import Estimate, StepOutput, check_beta, check_inputs
 from .energy_based import EnergyLearner
 

@@ -47,10 +47,7 @@ class _ClampedLearner(EnergyLearner):
 
     def _free(self, model, x, y):
         self._output_layer(model)
-        context = model.prepare(x)
-        free, status = self.free_phase(model, x, context)
-        out = model.output(free)
-        self.cost.check_target(out, y)
+        context, free, status, out = self.free_equilibrium(model, x, y)
         return context, free, out, status
 
 

@@ -65,6 +65,16 @@ class EnergyLearner(Learner):
         """Relax from ``model.init_state(x)`` with no nudge; returns ``(state, status)``."""
         return self.solver_for(model).solve(model, x, model.init_state(x), context=context)
 
+    def free_equilibrium(self, model, x: Tensor, y: Tensor):
+        """The free phase every static estimator starts from, with the target checked against its
+        output: returns ``(context, state, status, output)``; the state carries no graph."""
+        context = model.prepare(x)
+        state, status = self.free_phase(model, x, context)
+        state = tuple(s.detach() for s in state)
+        output = model.output(state)
+        self.cost.check_target(output, y)
+        return context, state, status, output
+
     def predict(self, model, x: Tensor) -> Tensor:
         state, _ = self.free_phase(model, x)
         return model.output(state).detach()

@@ -82,10 +82,7 @@ class EP(EnergyLearner):
 
     @torch.no_grad()  # EP needs no graph; the few autograd fallbacks enable grad themselves
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
-        context = model.prepare(x)
-        free, free_status = self.free_phase(model, x, context)
-        out = model.output(free)
-        self.cost.check_target(out, y)
+        context, free, free_status, out = self.free_equilibrium(model, x, y)
         loss = self.cost.loss(out, y).detach()
         beta1, beta2 = self.betas()
         scale = 1.0 / (beta2 - beta1)

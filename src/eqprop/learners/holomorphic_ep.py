@@ -170,11 +170,7 @@ class HolomorphicEP(EnergyLearner):
                 for k in range(self.points)]
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
-        context = model.prepare(x)
-        free, free_status = self.free_phase(model, x, context)
-        free = tuple(s.detach() for s in free)
-        out = model.output(free)
-        self.cost.check_target(out, y)
+        context, free, free_status, out = self.free_equilibrium(model, x, y)
         loss = self.cost.loss(out, y).detach()
         if self.check:
             check_holomorphic(model, free, x)
