@@ -121,6 +121,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     trainer = Trainer(model, learner, optimizer, splits.train, splits.test, run_dir, trainer_cfg,
                       scheduler=scheduler, dist=ctx, device=device, run_config=resolved)
     result = trainer.fit(resume=bool(cfg.resume))
+    ctx.close()  # under torchrun: leave the group once every rank has finished
     result["run_dir"] = str(run_dir)
     if ctx.is_main and not result.get("stopped") and "test_accuracy" in result:
         print(f"test accuracy: {100 * result['test_accuracy']:.2f}% (epoch {result['epoch'] + 1}, "

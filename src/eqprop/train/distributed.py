@@ -42,6 +42,12 @@ class DistributedContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def close(self) -> None:
+        """Leave the process group once every rank is done (no rank tears it down under another)."""
+        if self.enabled:
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 def init_distributed(backend: str = "auto", device: str = "auto") -> DistributedContext:
     """Join the process group that ``torchrun`` describes in the environment, if any.
