@@ -6,8 +6,12 @@ simulated), ``learners`` (how a gradient is obtained from simulations alone) and
 The core needs only torch, numpy and scipy; ``eqprop.train`` and ``eqprop.data`` live at the edge.
 """
 
-from . import baselines, check, costs, errors, learners, models, solvers
+from . import baselines, check, costs, errors, estimators, learners, models, solvers
+from .estimators import EnergyLearner, Estimate, Learner, StepOutput
 
 __version__ = "0.1.0"
 
-__all__ = ["models", "solvers", "costs", "learners", "baselines", "check", "errors", "__version__"]
+__all__ = [
+    "models", "solvers", "costs", "estimators", "learners", "baselines", "check", "errors",
+    "Learner", "EnergyLearner", "Estimate", "StepOutput", "__version__",
+]

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..learners.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner
 from ..learners.rhel_continuous import _running_weights, _step_size, check_continuous_model
-from ..learners.sequence import check_sequence, initial_state_vjp, target_mode
+from ..estimators.sequence import check_sequence, initial_state_vjp, target_mode
 
 __all__ = ["Adjoint"]
 

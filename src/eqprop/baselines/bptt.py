@@ -15,8 +15,8 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..learners.base import Estimate
-from ..learners.energy_based import EnergyLearner
+from ..estimators.base import Estimate
+from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Relaxation
 
 __all__ = ["BPTT"]

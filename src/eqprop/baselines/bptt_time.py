@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..learners.base import Estimate
-from ..learners.sequence import check_hamiltonian, check_sequence, simulate, target_mode
+from ..estimators.base import Estimate
+from ..estimators.sequence import check_hamiltonian, check_sequence, simulate, target_mode
 
 __all__ = ["bptt_through_integrator", "predict_sequence"]
 

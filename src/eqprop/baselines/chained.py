@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..learners.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner
 from ..learners.ff_ebm import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block
 from ..solvers.relaxation import Relaxation
 from .implicit import neumann_series

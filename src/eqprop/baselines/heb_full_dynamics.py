@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..learners.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner
 from ..learners.heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from ..solvers.integrators import LeapFrog
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..learners.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner
 from ..learners.glep import check_boundary, free_trajectory, predict_outputs
 from ..learners.lagrangian_sequence import (
     TrajectoryNudge,

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..learners.base import check_beta, check_inputs
+from ..estimators.base import check_beta, check_inputs
 from ..learners.continual_ep import ContinualEP, discrete_map
 
 __all__ = ["GDUReport", "gdu", "bptt_per_step"]

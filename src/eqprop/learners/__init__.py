@@ -1,6 +1,6 @@
 """Learners: gradient estimators that use simulations of the system alone (EP and its family)."""
 
-from .base import Estimate, Learner, StepOutput
+from ..estimators.base import Estimate, Learner, StepOutput
 from .contrastive import ContrastiveLearning, CoupledLearning
 from .continual_ep import ContinualEP, EPUpdates, ep_updates
 from .ep import EP

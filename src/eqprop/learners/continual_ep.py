@@ -40,8 +40,8 @@ from torch import Tensor
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
 from ..solvers.relaxation import FixedPoint, Nudge, Relaxation
-from .base import Estimate, StepOutput, check_beta, check_inputs
-from .energy_based import EnergyLearner
+from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs
+from ..estimators.energy_based import EnergyLearner
 
 __all__ = ["ContinualEP", "EPUpdates", "ep_updates"]
 

@@ -10,8 +10,8 @@ from torch import Tensor
 from ..costs import Cost
 from ..errors import ConfigurationError
 from ..solvers.relaxation import Nudge, Relaxation
-from .base import Estimate, check_beta
-from .energy_based import EnergyLearner, concat_states, repeat_batch, split_state
+from ..estimators.base import Estimate, check_beta
+from ..estimators.energy_based import EnergyLearner, concat_states, repeat_batch, split_state
 
 __all__ = ["EP"]
 

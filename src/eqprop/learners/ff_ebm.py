@@ -37,8 +37,8 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..models.ff_ebm import FFEBM
 from ..solvers.relaxation import Nudge, Relaxation
-from .base import Estimate, Learner, check_beta
-from .energy_based import concat_states, repeat_batch
+from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.energy_based import concat_states, repeat_batch
 
 __all__ = ["ChainedEP", "LinearCost", "BlockPass", "chain_free_pass", "check_solvers", "feedforward_vjp", "per_block"]
 

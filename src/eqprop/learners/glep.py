@@ -38,7 +38,7 @@ from torch import Tensor
 from ..costs import Cost
 from ..errors import ConfigurationError
 from ..solvers.boundary import BoundaryNewton, end_momentum, start_momentum
-from .base import Estimate, Learner, check_beta
+from ..estimators.base import Estimate, Learner, check_beta
 from .lagrangian_sequence import (
     TrajectoryNudge,
     check_lagrangian,

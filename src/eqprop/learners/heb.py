@@ -40,9 +40,9 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..solvers.integrators import Integrator, LeapFrog
-from .base import Estimate, Learner, check_beta
+from ..estimators.base import Estimate, Learner, check_beta
 from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
-from .sequence import check_echo_variant, check_reversible, initial_state_vjp
+from ..estimators.sequence import check_echo_variant, check_reversible, initial_state_vjp
 
 __all__ = ["HEB"]
 

@@ -169,7 +169,7 @@ def prepare(model: nn.Module, x: Tensor, y: Tensor | None, steps: int | None, co
     of the paper); a sequence [batch, T, features] is stepped as given and replayed in reverse by
     the echo. The target is a final-time one: [batch, ...] like one output.
     """
-    from .sequence import check_hamiltonian, check_sequence, target_mode
+    from ..estimators.sequence import check_hamiltonian, check_sequence, target_mode
 
     check_hamiltonian(model)
     layers = model.hamiltonian_layers()

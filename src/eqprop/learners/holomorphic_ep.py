@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from ..costs import Cost
 from ..errors import ConfigurationError, EqpropError, NotHolomorphicError
 from ..solvers.relaxation import Nudge, Relaxation
-from .base import Estimate, check_beta
-from .energy_based import EnergyLearner, concat_states, repeat_batch, split_state
+from ..estimators.base import Estimate, check_beta
+from ..estimators.energy_based import EnergyLearner, concat_states, repeat_batch, split_state
 
 __all__ = ["HolomorphicEP", "check_holomorphic", "complex_call"]
 

@@ -21,7 +21,7 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..models.lagrangian import LagrangianModel
 from ..solvers.boundary import BoundaryNewton
-from .sequence import Mode, mode_for_target
+from ..estimators.sequence import Mode, mode_for_target
 
 __all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of"]
 

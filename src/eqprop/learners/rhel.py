@@ -39,8 +39,8 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..solvers.integrators import PositionVerlet
-from .base import Estimate, Learner, check_beta
-from .sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
+from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
                        target_mode)
 
 __all__ = ["RHEL"]

@@ -31,8 +31,8 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from .base import Estimate, Learner, check_beta
-from .sequence import check_echo_variant, check_hamiltonian, check_sequence, initial_state_vjp, target_mode
+from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.sequence import check_echo_variant, check_hamiltonian, check_sequence, initial_state_vjp, target_mode
 
 __all__ = ["ContinuousRHEL", "check_continuous_model", "verlet_trajectory_loss"]
 

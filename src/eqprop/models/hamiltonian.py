@@ -68,7 +68,7 @@ class HamiltonianModel(nn.Module):
 
     input_size: int | None = None
     #: "last": the output at step k is decode(z_k); "mean": it is the running mean of decode(z_0..k),
-    #: so a final-step loss reads the time-averaged output (see eqprop.learners.sequence.simulate).
+    #: so a final-step loss reads the time-averaged output (see eqprop.estimators.sequence.simulate).
     pooling: str = "last"
 
     # -- the physics a user writes -------------------------------------------------------------
