@@ -1,6 +1,7 @@
 """Baselines: the same gradients as the learners, by automatic differentiation."""
 
 from .adjoint import Adjoint
+from .backprop import Backprop
 from .bptt import BPTT
 from .chained import ChainedBackprop
 from .heb_full_dynamics import FullDynamicsBPTT
@@ -9,5 +10,5 @@ from .lagrangian import LagrangianBPTT, LagrangianImplicit
 
 __all__ = [
     "BPTT", "ImplicitDifferentiation", "Adjoint", "ChainedBackprop", "FullDynamicsBPTT",
-    "LagrangianImplicit", "LagrangianBPTT",
+    "LagrangianImplicit", "LagrangianBPTT", "Backprop",
 ]
