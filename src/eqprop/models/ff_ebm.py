@@ -97,7 +97,7 @@ def hopfield_chain(
 
     ``sizes[k]`` lists the widths of block k, its input (the output of the linear map F_k)
     first. F_0 = identity (the model input feeds block 0 directly, so ``sizes[0][0]`` is the
-    number of input features) and F_k = nn.Linear(sizes[k−1][−1], sizes[k][0]) for k ≥ 1::
+    number of input features) and ``F_k = nn.Linear(sizes[k−1][−1], sizes[k][0])`` for k ≥ 1::
 
         hopfield_chain([[64, 64, 32], [32, 32, 10]])   # 64 → [64 → 32] → lin → [32 → 10]
 

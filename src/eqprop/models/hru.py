@@ -3,7 +3,7 @@
 ``LinearHRU``: one oscillator per unit, H = Σ_i ½p_i² + ½a_i q_i² − q_i (B u + b)_i, a_i = κ_i² ≥ 0,
 a step size dt_i per unit (the linear HRU/LinOSS family). Its step under position Verlet is an
 affine map of (q, p), so a whole trajectory is also computed by a parallel scan
-(:meth:`LinearHRU.trajectory`, log-depth doubling; see ``eqprop.solvers.scan``).
+(:meth:`LinearHRU.trajectory`, log-depth doubling; see ``eqprop.models.scan``).
 
 ``NonlinearHRU``: H = ½|p|² + ½ Σ_i a_i q_i² + Σ_j log cosh((W q + B u + b)_j), a_i = κ_i², one
 trainable scalar dt (the log cosh coupling is not separable per unit, so dt is shared).
@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
+from . import echo_kernels
 from ._checks import positive_int
+from .scan import affine_scan
 from .hamiltonian import HamiltonianModel
 
 __all__ = ["LinearHRU", "NonlinearHRU"]
@@ -56,8 +58,6 @@ class _HRU(HamiltonianModel):
 
     def echo_kernel(self, dt: Tensor, batch: int, copies: int):
         """Closed-form forces and contrasts (:mod:`eqprop.models.echo_kernels`)."""
-        from . import echo_kernels
-
         builtin = next(c for c in type(self).__mro__ if "_kernel" in c.__dict__)
         if _physics_is_builtin(self, builtin):
             return getattr(echo_kernels, builtin._kernel)(self, dt, batch, copies)
@@ -70,9 +70,11 @@ class LinearHRU(_HRU):
         V(q, u) = Σ_i [½ κ_i² q_i² − q_i (B u + b)_i],   T(p) = ½|p|²
 
     Args:
-        input_size, hidden_size: widths of u_t and of q (= p).
+        input_size: width of u_t.
+        hidden_size: width of q (= p).
         output_size: a linear readout C q + c when given; ``output(q) = q`` when ``None``.
-        dt_min, dt_max: the initial dt_i are log-uniform in [dt_min, dt_max].
+        dt_min: the initial dt_i are log-uniform in [dt_min, dt_max].
+        dt_max: see ``dt_min``.
         frequency_max: initial κ_i uniform in [0, frequency_max] (Verlet is stable for κ dt < 2).
     """
 
@@ -120,8 +122,6 @@ class LinearHRU(_HRU):
 
         Equal to the sequential loop (tests/test_hamiltonian_models.py) with O(log T) depth.
         """
-        from ..solvers.scan import affine_scan
-
         d = self.dt if dt is None else dt
         w = self.drive(u_seq)  # [B, T, n]
         d = d.expand(self.hidden_size)

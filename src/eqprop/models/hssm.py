@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ._checks import positive_int
+from .echo_kernels import HSSMStackKernel
 from .hamiltonian import HamiltonianModel
 from .hru import LinearHRU, NonlinearHRU
 
@@ -42,7 +43,8 @@ class HSSM(HamiltonianModel):
         hru: "linear" (:class:`LinearHRU`) or "nonlinear" (:class:`NonlinearHRU`), or an HRU class.
         activation: "gelu", "glu" (readout to 2H, gated), "tanh" or "identity".
         norm: LayerNorm after the residual sum.
-        dt_min, dt_max: range of the initial HRU step sizes.
+        dt_min: lower end of the range of the initial HRU step sizes.
+        dt_max: upper end of that range.
         pooling: "last" (o_k = Dec(z_k)) or "mean" (o_k = running mean of Dec(z_0..k), so the
             final output is the time average, the LinOSS-style readout for classification).
     """
@@ -108,8 +110,6 @@ class HSSM(HamiltonianModel):
 
     def stack_kernel(self):
         """Closed-form encode / mix / decode VJPs (:class:`~eqprop.models.echo_kernels.HSSMStackKernel`)."""
-        from .echo_kernels import HSSMStackKernel
-
         cls = type(self)
         if all(getattr(cls, n) is getattr(HSSM, n) for n in ("encode", "mix", "decode")):
             return HSSMStackKernel(self)
