@@ -1,6 +1,6 @@
 """HEB against autograd through the joint (q, θ) leapfrog (float64).
 
-Theory (López-Pastor & Marquardt 2023; ALGORITHMS.md §2 HEB): the echo map X₀ ↦ X_η is smooth in
+Theory (López-Pastor & Marquardt 2023; docs/theory.md, "HEB"): the echo map X₀ ↦ X_η is smooth in
 η and, exactly for any mass m and step, π_η − π₀ = −η dC/dθ(0) + O(η²), where the derivative is
 through the full dynamics with θ moving. The centered estimate is even in η, so its error is
 c η² + O(η⁴) and the log-log slope over η ∈ [η₀/4, η₀] is 2 + O(η₀²); one-sided: 1 + O(η₀). With
@@ -23,7 +23,7 @@ from eqprop.check import log_log_slope, relative_error
 from eqprop.costs import CrossEntropy
 from eqprop.errors import ConfigurationError, NotReversibleError
 from eqprop.learners import HEB
-from eqprop.learners.heb_joint import run
+from eqprop.estimators.joint import run
 from eqprop.models import HSSM
 from eqprop.models.hamiltonian import HamiltonianModel
 from eqprop.solvers import LeapFrog, PositionVerlet, SymplecticEuler
@@ -175,7 +175,7 @@ class FlipThenKick(HEB):
 
 
 def test_nudge_then_flip_is_the_sign_convention(problem):
-    """ALGORITHMS.md: kicking after the flip with the same written sign reverses the gradient."""
+    """docs/heb.md: kicking after the flip with the same written sign reverses the gradient."""
     model, x, y = problem
     reference = FullDynamicsBPTT(mass=1.0, steps=STEPS).grads(model, x, y)
     wrong = FlipThenKick(1e-3, mass=1.0, steps=STEPS).grads(model, x, y)

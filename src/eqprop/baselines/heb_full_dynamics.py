@@ -1,6 +1,6 @@
 """The reference gradient for HEB: autograd through the leapfrog of the joint system (q, θ, p, π).
 
-HEB (López-Pastor & Marquardt 2023; ALGORITHMS.md §2) returns dC/dθ(0), the derivative of the
+HEB (López-Pastor & Marquardt 2023; docs/heb.md) returns dC/dθ(0), the derivative of the
 final-time cost C(q(T), θ(T)) with respect to the initial parameters, *through the full dynamics*
 in which θ moves with mass m under H = T(p) + ½|π|²/m + V(q, u; θ). :class:`FullDynamicsBPTT`
 unrolls exactly the joint integration HEB runs (same integrator, same step, one copy of θ per
@@ -8,7 +8,7 @@ sample, π₀ = 0) with the graph kept and differentiates the batch-mean loss. W
 ``mass=float('inf')`` θ is frozen and this is ``eqprop.baselines.BPTT`` with the same integrator
 and a final-time loss (tests/test_heb.py checks both equalities).
 
-This module is a baseline: it knows the joint system (eqprop.learners.heb_joint), not HEB.
+This module is a baseline: it knows the joint system (eqprop.estimators.joint), not HEB.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..estimators.base import Estimate, Learner
-from ..learners.heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
+from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from ..solvers.integrators import LeapFrog
 
 __all__ = ["FullDynamicsBPTT"]

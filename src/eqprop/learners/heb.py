@@ -1,8 +1,8 @@
 """HEB: Hamiltonian echo backpropagation (López-Pastor & Marquardt 2023).
 
 "Self-learning machines based on Hamiltonian echo backpropagation" (Phys. Rev. X 13, 031020);
-ALGORITHMS.md §2 HEB is the specification. The parameters θ are positions with momenta π, all
-under one time-independent Hamiltonian (see :mod:`eqprop.learners.heb_joint`)
+docs/heb.md and docs/theory.md ("HEB") state the protocol and its error orders. The parameters θ are positions with momenta π, all
+under one time-independent Hamiltonian (see :mod:`eqprop.estimators.joint`)
 
     H = T(p) + ½|π|²/m + V(q, u; θ)          (1/m = 0 allowed: θ frozen, π accumulates −∫∂_θV)
 
@@ -39,10 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..solvers.integrators import Integrator, LeapFrog
 from ..estimators.base import Estimate, Learner, check_beta
-from .heb_joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
+from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from ..estimators.sequence import check_echo_variant, check_reversible, initial_state_vjp
+from ..solvers.integrators import Integrator, LeapFrog
 
 __all__ = ["HEB"]
 

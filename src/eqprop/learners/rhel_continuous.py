@@ -6,8 +6,9 @@ x[:, n] = u(t_n), n = 0..N (so x has N + 1 samples and T = N·h). Loss, batch me
     L = ℓ_T(q(T))                          target y shaped [batch, ...]        (terminal loss), or
     L = ∫₀ᵀ ℓ_t(q(t)) dt  (trapezoid rule)  target y shaped [batch, N + 1, ...] (running loss),
 
-with ℓ = cost(model.output(q), y). Forward: velocity Verlet (kick h/2 with u(t_n), drift h,
-kick h/2 with u(t_{n+1})) from Φ(0), keeping only Φ(T). Two echoes σ = ±1 over s ∈ [0, T]:
+with ℓ = cost(model.output(q), y). Forward: velocity Verlet (``LeapFrog()``: kick h/2 with u(t_n),
+drift h, kick h/2 with u(t_{n+1})) from Φ(0), keeping only Φ(T); any exactly reversible integrator
+may replace it (``PositionVerlet()`` kicks with the midpoint input), the echo then steps the same one. Two echoes σ = ±1 over s ∈ [0, T]:
 
     q_e(0) = q_T,  p_e(0) = −p_T + σε ∇ℓ_T(q_T)
     q̇_e = ∂_pT,    ṗ_e = −∇_qV(q_e, u(T − s)) + σε ∇_qℓ_{T−s}(q_e)     (inputs AND targets reversed)
@@ -30,68 +31,29 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError
-from ..estimators.base import Estimate, Learner, check_beta
-from ..estimators.sequence import check_echo_variant, check_hamiltonian, check_sequence, initial_state_vjp, target_mode
+from ..estimators.base import Estimate, Learner, check_beta, trainable
+from ..estimators.continuous import (check_continuous_model, check_grid_integrator, check_step_size, grid_trajectory,
+                                     trapezoid_weights)
+from ..estimators.sequence import check_echo_variant, check_reversible, check_sequence, initial_state_vjp, target_mode
+from ..solvers.integrators import Integrator, LeapFrog
 
-__all__ = ["ContinuousRHEL", "check_continuous_model", "verlet_trajectory_loss"]
-
-
-def check_continuous_model(model) -> None:
-    check_hamiltonian(model)
-    layers = model.hamiltonian_layers()
-    if len(layers) != 1 or layers[0] is not model:
-        raise ConfigurationError(
-            f"Continuous-time RHEL and the adjoint take a single Hamiltonian model, not the stack {type(model).__name__}; "
-            f"use the discrete eqprop.learners.RHEL for stacks."
-        )
-
-
-def _step_size(h: float) -> float:
-    try:
-        h = float(h)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"step_size must be a positive number (the grid spacing h), got {h!r}.") from None
-    if not 0 < h < float("inf"):
-        raise ConfigurationError(f"step_size must be a positive finite number (the grid spacing h), got {h}.")
-    return h
-
-
-def _running_weights(n_points: int, h: float) -> list[float]:
-    return [h * (0.5 if n in (0, n_points - 1) else 1.0) for n in range(n_points)]
+__all__ = ["ContinuousRHEL", "verlet_trajectory_loss"]
 
 
 def verlet_trajectory_loss(model, x: Tensor, y: Tensor, h: float, cost: Cost, mode: str,
-                           create_graph: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Velocity Verlet over the grid; returns (q_T, p_T, loss, outputs) — autograd-able with ``create_graph``."""
-    q, p, out = _verlet(model, x, h, create_graph, keep_outputs=(mode != "final"))
+                           create_graph: bool = False, integrator: Integrator | None = None
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The scheme's run over the grid (``LeapFrog()``, velocity Verlet, by default); returns
+    (q_T, p_T, loss, outputs) — autograd-able with ``create_graph``."""
+    integrator = LeapFrog() if integrator is None else integrator
+    q, p, out = grid_trajectory(model, x, h, integrator, create_graph, keep_outputs=(mode != "final"))
     with torch.enable_grad() if create_graph else torch.no_grad():
         if mode == "final":
             loss = cost.loss(out, y)
         else:
             per_sample = cost(out, y)  # [batch, N + 1]
-            loss = (per_sample * x.new_tensor(_running_weights(x.shape[1], h))).sum(dim=1).mean()
+            loss = (per_sample * x.new_tensor(trapezoid_weights(x.shape[1], h))).sum(dim=1).mean()
     return q, p, loss, out
-
-
-def _verlet(model, x: Tensor, h: float, create_graph: bool, keep_outputs: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Velocity Verlet (kick h/2 with u(t_n), drift h, kick h/2 with u(t_{n+1})) from Φ(0).
-
-    Returns q_T, p_T and the outputs at every grid point [batch, N + 1, ...] when ``keep_outputs``,
-    else the final output only.
-    """
-    step = torch.tensor(h, dtype=x.dtype, device=x.device)
-    q, p = model.init_state(x)
-    with torch.enable_grad() if create_graph else torch.no_grad():
-        outputs = [model.output(q)] if keep_outputs else []
-        for n in range(x.shape[1] - 1):
-            p_half = p - 0.5 * step * model.potential_grad(q, x[:, n], create_graph)
-            q = q + step * model.kinetic_grad(p_half, create_graph)
-            p = p_half - 0.5 * step * model.potential_grad(q, x[:, n + 1], create_graph)
-            if keep_outputs:
-                outputs.append(model.output(q))
-        out = torch.stack(outputs, dim=1) if keep_outputs else model.output(q)
-    return q, p, out
 
 
 class ContinuousRHEL(Learner):
@@ -100,28 +62,36 @@ class ContinuousRHEL(Learner):
     Args:
         epsilon: echo nudge ε (non-zero). step_size: the grid spacing h of the samples in x.
         variant: "centered" (±ε, O(ε²)) or "one_sided" (ε and 0, O(ε)). cost: SquaredError by default.
+        integrator: an exactly reversible integrator stepping on the grid (``LeapFrog()``, velocity
+            Verlet, by default; ``PositionVerlet()`` reads the midpoint input); without its own dt.
     """
 
-    def __init__(self, epsilon: float, step_size: float, variant: str = "centered", cost: Cost | None = None) -> None:
+    def __init__(self, epsilon: float, step_size: float, variant: str = "centered", cost: Cost | None = None,
+                 integrator: Integrator | None = None) -> None:
         self.epsilon = check_beta("epsilon", epsilon)
-        self.step_size = _step_size(step_size)
+        self.step_size = check_step_size(step_size)
         self.variant = check_echo_variant("RHEL", variant)
         self.cost = SquaredError() if cost is None else cost
+        self.integrator = LeapFrog() if integrator is None else integrator
+        check_reversible(self.integrator, "ContinuousRHEL")
+        check_grid_integrator(self.integrator, self.step_size, "ContinuousRHEL")
 
     def __repr__(self) -> str:
-        return f"ContinuousRHEL(epsilon={self.epsilon}, step_size={self.step_size}, variant={self.variant!r})"
+        return (f"ContinuousRHEL(epsilon={self.epsilon}, step_size={self.step_size}, variant={self.variant!r}, "
+                f"integrator={self.integrator!r})")
 
     def predict(self, model, x: Tensor) -> Tensor:
         """Outputs at every grid point, [batch, N + 1, ...]."""
         check_continuous_model(model)
         check_sequence(model, x)
-        return _verlet(model, x, self.step_size, create_graph=False, keep_outputs=True)[2].detach()
+        return grid_trajectory(model, x, self.step_size, self.integrator)[2].detach()
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         check_continuous_model(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        q_final, p_final, loss, out = verlet_trajectory_loss(model, x, y, self.step_size, self.cost, mode)
+        q_final, p_final, loss, out = verlet_trajectory_loss(model, x, y, self.step_size, self.cost, mode,
+                                                             integrator=self.integrator)
         grads = self._echo(model, x, y, mode, q_final, p_final)
         return Estimate(grads=grads, loss=loss.detach(), prediction=out.detach(), info={"mode": mode})
 
@@ -130,11 +100,11 @@ class ContinuousRHEL(Learner):
         eps_a, eps_b = (self.epsilon, -self.epsilon) if self.variant == "centered" else (self.epsilon, 0.0)
         denominator = eps_a - eps_b
         eps_rows = x.new_tensor([eps_a, eps_b]).repeat_interleave(batch).unsqueeze(-1)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for _, p in trainable(model)]
         direct = {id(p): torch.zeros_like(p) for p in params}
         # copies +ε, −ε (or 0) with contrast weights (+1, −1): the kernel RHEL steps this model with
         kernel = model.echo_kernel(torch.tensor(h, dtype=x.dtype, device=x.device), batch, 2)
-        weights = _running_weights(points, h)
+        weights = trapezoid_weights(points, h)
 
         def rep(t: Tensor) -> Tensor:  # one row block per echo copy
             return t.repeat(2, *([1] * (t.dim() - 1)))
@@ -165,9 +135,7 @@ class ContinuousRHEL(Learner):
             k = points - 1 - n  # echo step n starts at s_n, i.e. at t_k of the forward grid
             if mode != "final":
                 p = p + nudge(q, k, kick_weight(k))
-            p = kernel.kick(p, q, x[:, k], 0.5)
-            q = kernel.drift(q, p, 1.0)
-            p = kernel.kick(p, q, x[:, k - 1], 0.5)
+            q, p = self.integrator.echo(kernel, q, p, x[:, k], x[:, k - 1])  # inputs reversed in time
             if mode != "final":
                 p = p + nudge(q, k - 1, kick_weight(k - 1))
         with torch.enable_grad():  # a parameter-dependent Φ(0): λ = ∂_εΦ_e(T) with its q, p swapped

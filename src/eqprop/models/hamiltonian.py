@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError, NonFiniteError
+from .echo_kernels import AutogradEchoKernel, AutogradStackKernel
 
 __all__ = ["HamiltonianModel", "default_kinetic"]
 
@@ -114,6 +115,10 @@ class HamiltonianModel(nn.Module):
             (grad,) = torch.autograd.grad(energy.sum(), leaf, create_graph=create_graph)
         return grad
 
+    def kinetic_is_default(self) -> bool:
+        """True when the model keeps T(p) = |p|²/2 (∂T/∂p = p in closed form); the echo kernels ask."""
+        return default_kinetic(self)
+
     def kinetic_grad(self, p: Tensor, create_graph: bool = False) -> Tensor:
         """∂T/∂p, the velocity; p itself for the default kinetic energy."""
         if default_kinetic(self):
@@ -178,12 +183,8 @@ class HamiltonianModel(nn.Module):
     # -- echo kernels (eqprop.models.echo_kernels): autograd by default, closed forms may override --
     def echo_kernel(self, dt: Tensor, batch: int, copies: int):
         """The object an RHEL echo steps this layer with (drift, kick, contrasts); autograd by default."""
-        from .echo_kernels import AutogradEchoKernel
-
         return AutogradEchoKernel(self, dt, batch, copies)
 
     def stack_kernel(self):
         """encode / mix / decode and their vector-Jacobian products for the echo; autograd by default."""
-        from .echo_kernels import AutogradStackKernel
-
         return AutogradStackKernel(self)

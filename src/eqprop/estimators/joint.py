@@ -1,7 +1,7 @@
 """The joint system of HEB: a Hamiltonian model whose parameters are positions with momenta.
 
 López-Pastor & Marquardt 2023 ("Self-learning machines based on Hamiltonian echo
-backpropagation"; ALGORITHMS.md §2 HEB) make the parameters θ dynamical: with momenta π and a
+backpropagation"; docs/heb.md) make the parameters θ dynamical: with momenta π and a
 mass m they evolve under one Hamiltonian
 
     H(q, θ, p, π) = T(p) + ½|π|²/m + V(q, u; θ)           (1/m = 0 allowed: θ frozen)
@@ -14,8 +14,9 @@ Every row carries its own copy of θ (rows do not share parameters once θ moves
 and the cost are evaluated per row with ``torch.func.vmap`` over ``functional_call``.
 
 :func:`run` is the forward simulation used by the learner (no graph) and by the full-dynamics
-baseline (``create_graph=True``). This module knows models through ``potential``, ``kinetic_grad``,
-``output`` and ``init_state``; it knows nothing of learners.
+baseline (``create_graph=True``); it lives below both (``eqprop.learners.HEB``,
+``eqprop.baselines.FullDynamicsBPTT``). This module knows models through ``potential``,
+``kinetic_grad``, ``output`` and ``init_state``; it knows nothing of learners or baselines.
 """
 
 from __future__ import annotations
