@@ -3,6 +3,7 @@
 from ..estimators.base import Estimate, Learner, StepOutput
 from .contrastive import ContrastiveLearning, CoupledLearning
 from .continual_ep import ContinualEP, EPUpdates, ep_updates
+from .dtp import DTP
 from .ep import EP
 from .ff_ebm import ChainedEP, LinearCost
 from .glep import GLEP
@@ -15,5 +16,5 @@ __all__ = [
     "Learner", "Estimate", "StepOutput",
     "EP", "HolomorphicEP", "ContinualEP", "EPUpdates", "ep_updates",
     "ContrastiveLearning", "CoupledLearning", "ChainedEP", "LinearCost",
-    "RHEL", "ContinuousRHEL", "HEB", "GLEP",
+    "RHEL", "ContinuousRHEL", "HEB", "GLEP", "DTP",
 ]
