@@ -1,4 +1,4 @@
-"""The names and keyword arguments of DESIGN.md's "Names and signatures": user code calls them as written."""
+"""The public names and keyword arguments, as the docs and examples spell them: user code calls them as written."""
 
 import torch
 

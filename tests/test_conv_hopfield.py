@@ -1,6 +1,6 @@
 """ConvHopfield (DCHN): closed forms against autograd, EP against implicit differentiation, errors.
 
-Theory (ALGORITHMS.md §1): at a converged equilibrium BPTT equals implicit differentiation to
+Theory (docs/theory.md, "EP and its variants"): at a converged equilibrium BPTT equals implicit differentiation to
 round-off; one-sided EP has bias Kβ, centered EP Kβ². Average pooling makes the energy smooth;
 max pooling makes it smooth wherever no pooling window ties, which holds at a generic
 equilibrium, so the same orders are expected there (measured K ≈ 0.04–1.3 on these problems).

@@ -1,6 +1,6 @@
 """EP (all variants) against implicit differentiation and BPTT, float64, on every static problem.
 
-Theory (ALGORITHMS.md §1): one-sided EP has bias Kβ, centered EP Kβ², with K set by third
+Theory (Scellier & Bengio 2017, Laborieux et al. 2021; docs/theory.md, "EP and its variants"): one-sided EP has bias Kβ, centered EP Kβ², with K set by third
 derivatives of the energy and cost (O(1) here: measured K ≈ 0.1–5 on these problems). BPTT and
 implicit differentiation agree to round-off once the relaxation has converged (tol 1e-14).
 """

@@ -1,6 +1,6 @@
 """Chained EP on feedforward-tied EBMs against autograd, float64 (Nest & Ernoult 2024).
 
-Theory (ALGORITHMS.md §1, ff-EBM): each block's centered estimate of (g_θ, δx) has bias O(β²);
+Theory (Nest & Ernoult 2024; docs/theory.md, "Chained EP"): each block's centered estimate of (g_θ, δx) has bias O(β²);
 the bias of δx enters the nudge of the block below linearly (and the nudge is ±β⟨δ, o⟩, so its
 own centered estimate adds O(β²) again), hence the whole chain is O(β²) with a constant that
 grows with depth: measured K ≈ 0.04–2 on these chains. The two autograd baselines (implicit

@@ -1,7 +1,7 @@
 """The GDU check (Ernoult et al. 2019): EP's per-step updates equal BPTT's per-step gradients.
 
 float64, a 5-4-3 sigmoid HopfieldMLP relaxed by the FixedPoint map to a 1e-14 residual (so the
-residual/β term of ALGORITHMS.md is negligible). Theory: ΔEP(β, t) = −∇(t) + O(β) one-sided and
+residual/β term of docs/theory.md's pitfalls is negligible). Theory: ΔEP(β, t) = −∇(t) + O(β) one-sided and
 + O(β²) centered at every t; ΔEP_s(β, 0) = −∂ℓ/∂s exactly; Σ_t ∇_θ(t) → dL/dθ as K grows; C-EP
 deviates by O(β) + c·η/β.
 """

@@ -1,6 +1,6 @@
 """GLEP (Lagrangian EP) against the implicit function theorem on the whole discrete system (float64).
 
-Theory (Pourcel, Basu, Ernoult & Gilra 2025; ALGORITHMS.md §2): the stationary trajectory of
+Theory (Pourcel, Basu, Ernoult & Gilra 2025; docs/theory.md, "GLEP"): the stationary trajectory of
 A_β is smooth in β, so the contrast [∂_θA_β(s^β) − ∂_θA_{−β}(s^{−β})]/2β plus R_N − R_0 equals
 dL/dθ + cβ² + O(β⁴), and the positive variant dL/dθ + c'β + O(β²). Over one decade of β the
 error therefore drops by 100 (centered: log-log slope 2 ± O(β₀²), budgeted ± 0.05) and by 10

@@ -1,6 +1,6 @@
 """Discrete RHEL against BPTT through the same integrator (float64).
 
-Theory (Pourcel & Ernoult 2025; ALGORITHMS.md §2): with an exactly reversible step, the contrast
+Theory (Pourcel & Ernoult 2025; docs/theory.md, "RHEL in discrete time"): with an exactly reversible step, the contrast
 G(ε) = Σ_j ∂_θS_j along the echo is smooth in ε and −[G(ε) − G(−ε)]/2ε = dL/dθ + c ε² + O(ε⁴),
 −[G(ε) − G(0)]/ε = dL/dθ + c' ε + O(ε²). So over ε ∈ [ε₀/4, ε₀] the log-log slope of the error is
 2 + O(ε₀²) centered and 1 + O(ε₀) one-sided; the tolerances below budget that correction.

@@ -2,7 +2,7 @@
 
 * :func:`check_sequence` — x is [batch, T, input_size]; one-sentence errors otherwise.
 * :func:`target_mode` — a target [batch, ...] is a loss on the final output only, a target
-  [batch, T, ...] a loss at every step (DESIGN.md); anything else is a ShapeError.
+  [batch, T, ...] a loss at every step (docs/rhel.md); anything else is a ShapeError.
 * :func:`simulate` — the forward run of a Hamiltonian stack through an integrator: step k
   consumes u_k and the loss reads the output after the step.
 * :func:`initial_state_vjp` — λ = dL/dΦ_0, read off an echo's end (or an adjoint's), pulled back

@@ -21,7 +21,7 @@ C-EP moves the parameters at every nudged step, the dynamics using the current o
     θ_{t+1} = θ_t + (η/β) [∂_θΦ(s_{t+1}, θ_t) − ∂_θΦ(s_t, θ_t)]     (a descent step)
 
 Theorem 1 of the C-EP paper: (θ_{t+1} − θ_t)/η → −∇_θ(t) as η, β → 0; the deviation measured is
-O(β) + c·η/β, so η ≪ β is required (ALGORITHMS.md §1). With η = 0, Σ_t ΔEP_θ telescopes to
+O(β) + c·η/β, so η ≪ β is required (docs/continual_ep.md). With η = 0, Σ_t ΔEP_θ telescopes to
 positive EP with a K-step nudged phase.
 
 Check: tests/test_continual_ep.py (no side effects of ``grads``; ``train_step`` equals

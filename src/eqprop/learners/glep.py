@@ -3,7 +3,7 @@
 For a Lagrangian model, the nudged action A_β[s] = Σ_{k<N} Δt L_d(s_k, s_{k+1}) + β Σ_k Δt w_k c(s_k, y_k)
 is made stationary under a boundary condition, for β = ±β (or β and 0). With the discrete momenta
 P_0 = −∂A_β/∂s_0, P_N = +∂A_β/∂s_N and R_k = ∂_βP_k·∂_θs_k − ∂_θP_k·∂_βs_k, the exact identity
-(ALGORITHMS.md §2) is
+(Pourcel, Basu, Ernoult & Gilra 2025; docs/theory.md, "GLEP") is
 
     dL/dθ = d/dβ|₀ ∂_θA_β[s^β] + R_N − R_0,
 
@@ -23,7 +23,7 @@ R_N for "initial_value" needs the sensitivities ∂_θs_N, ∂_θP_N of the free
 them with (∂_βP_N, −∂_βs_N) in one reverse pass through the recorded free trajectory, which costs
 what BPTT costs (memory O(N)); obtaining them forward, as a physical system would, takes one
 forward-mode sensitivity run per parameter. The naive contrast without R_N is biased by O(1)
-(2.56 in ALGORITHMS.md's problem, not shrinking with β): ``residual=False`` is refused there.
+(1.03 on tests/test_glep.py's problem, not shrinking with β): ``residual=False`` is refused there.
 
 Check: tests/test_glep.py — every boundary condition against the implicit function theorem on the
 whole discrete system (and BPTT of the forward run, finite differences): centered slope 2,

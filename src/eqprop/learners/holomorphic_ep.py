@@ -9,7 +9,7 @@ f(β) = ∂_θF(s^β, β). With N nudges on a circle, β_k = |β| e^{2πik/N}, k
 
 since (1/N) Σ_k β_k^{m−1} vanishes unless m ≡ 1 (mod N) (the discrete Cauchy formula). N = 2 is
 centered EP exactly. |β| must lie inside the radius where s^β is analytic in β: measured on a
-5-4-3 tanh net (ALGORITHMS.md), |β| = 0.1 gives 8.1e-3 / 1.8e-4 / 8.8e-6 for N = 2 / 4 / 6,
+5-4-3 tanh net (docs/holomorphic_ep.md), |β| = 0.1 gives 8.1e-3 / 1.8e-4 / 8.8e-6 for N = 2 / 4 / 6,
 while |β| = 0.5 does not converge in N — choose |β| by a sweep.
 
 The complex relaxations run the model's own solver on complex copies of the parameters

@@ -4,7 +4,7 @@ Forward: run the Hamiltonian stack from Φ_0 over u_0..u_{N−1}, keeping only t
 Echo: from the time-reversed state (q_N, −p_N), replay the inputs in reverse order; before echo
 step j (which replays u_{N−1−j}) add ε g to p, where g = ∂L/∂q_{N−j} reaches the layer through
 its output (the loss gradient, or for a lower layer of an HSSM the upstream gradient); along the
-echo accumulate G(ε) = Σ_j ∂_θS_j with S_j the integrator's generating sum (ALGORITHMS.md §2):
+echo accumulate G(ε) = Σ_j ∂_θS_j with S_j the integrator's generating sum (docs/theory.md, "RHEL in discrete time"):
 
     dL/dθ ≈ −[G(+ε) − G(−ε)] / 2ε      (variant="centered",  error O(ε²))
     dL/dθ ≈ −[G(+ε) − G(0)] / ε        (variant="one_sided", error O(ε))

@@ -11,7 +11,7 @@ A user writes one class::
 and the discrete Lagrangian, the discrete action, the momenta and every derivative follow by
 autograd. States are flat: s has shape [batch, n].
 
-Discretisation (a variational integrator, Marsden & West 2001; ALGORITHMS.md §2): with step Δt,
+Discretisation (a variational integrator, Marsden & West 2001; docs/write_your_own_lagrangian.md): with step Δt,
 
     L_d(s_k, s_{k+1}, x_k) = L(q_k, (s_{k+1} − s_k)/Δt, x_k),
     q_k = s_k                   (quadrature="left": for L = ½|ṡ|² − V(s) this is Störmer–Verlet,

@@ -1,6 +1,6 @@
 """Boundary-value and shooting solvers for the discrete Euler–Lagrange equations (GLEP).
 
-Action of a trajectory s_0..s_N under a nudge (ALGORITHMS.md §2):
+Action of a trajectory s_0..s_N under a nudge (Pourcel, Basu, Ernoult & Gilra 2025; docs/theory.md, "GLEP"):
 
     A_β[s] = Σ_{k<N} a_k(s_k, s_{k+1}) + Σ_k e_k(s_k),   a_k = Δt L_d(s_k, s_{k+1}, x_k),
 
