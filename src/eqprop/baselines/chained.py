@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..estimators.base import Estimate, Learner
-from ..learners.ff_ebm import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block
+from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
 from ..solvers.relaxation import Relaxation
 from .implicit import neumann_series
 
@@ -47,6 +47,8 @@ class ChainedBackprop(Learner):
     Check (tests/test_ff_ebm.py): ``"implicit"`` = ``"bptt"`` to 1e-9 on converged chains, and a
     one-block chain = :class:`eqprop.baselines.ImplicitDifferentiation`.
     """
+
+    model_kinds = ("ffebm",)
 
     def __init__(
         self,
@@ -72,10 +74,7 @@ class ChainedBackprop(Learner):
         return [s if s is not None else b.default_solver() for s, b in zip(solvers, model.blocks)]
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
-        model = check_ffebm(model, "ChainedBackprop")
-        with torch.no_grad():
-            passes = chain_free_pass(model, x, self._solvers(model))
-        return model.blocks[-1].output(passes[-1].state).detach()
+        return predict_chain(check_ffebm(model, "ChainedBackprop"), x, self._solvers(model))
 
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
         model = check_ffebm(model, "ChainedBackprop")

@@ -27,12 +27,14 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..estimators.base import Estimate, Learner
-from ..learners.glep import check_boundary, free_trajectory, predict_outputs
-from ..learners.lagrangian_sequence import (
+from ..estimators.lagrangian import (
     TrajectoryNudge,
+    check_boundary,
     check_lagrangian,
     check_sequence,
+    free_trajectory,
     outputs_of,
+    predict_outputs,
     solver_and_cost,
     target_mode,
 )
@@ -55,6 +57,8 @@ class LagrangianImplicit(Learner):
         solver: the :class:`eqprop.solvers.BoundaryNewton` for the free trajectory.
         cost: per-sample cost; SquaredError by default.
     """
+
+    model_kinds = ("lagrangian",)
 
     def __init__(self, boundary: str = "echo", solver: BoundaryNewton | None = None, cost: Cost | None = None) -> None:
         check_boundary(boundary)
@@ -113,6 +117,8 @@ class LagrangianImplicit(Learner):
 
 class LagrangianBPTT(Learner):
     """dL/dθ by autograd through the forward initial-value run (the loss of "echo" / "initial_value")."""
+
+    model_kinds = ("lagrangian",)
 
     def __init__(self, solver: BoundaryNewton | None = None, cost: Cost | None = None) -> None:
         self.solver, self.cost = solver_and_cost(solver, cost)

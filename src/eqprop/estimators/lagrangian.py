@@ -4,6 +4,8 @@
 * :func:`solver_and_cost` — the solver and cost options, checked, with their defaults.
 * :func:`target_mode` — y [batch, ...] is a loss on the final point s_N only, y [batch, T, ...]
   a loss at every point s_1..s_N (point k = step k − 1's output, as for Hamiltonian models).
+* :func:`free_trajectory`, :func:`predict_outputs`, :func:`check_boundary` — the β = 0 stationary
+  trajectory under a boundary condition, its outputs, and the check of the condition's name.
 * :class:`TrajectoryNudge` — the nudge β Σ_k Δt w_k c(output(s_k), y_k) of the action, with
   w_k = 1/Δt on the points that carry a loss, so the loss L = Σ_k Δt w_k c is the library's
   (final-step cost, or per-step costs summed over time; batch mean taken by the learner).
@@ -21,9 +23,10 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..models.lagrangian import LagrangianModel
 from ..solvers.boundary import BoundaryNewton
-from ..estimators.sequence import Mode, mode_for_target
+from .sequence import Mode, mode_for_target
 
-__all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of"]
+__all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of",
+           "BOUNDARY_CONDITIONS", "check_boundary", "free_trajectory", "predict_outputs"]
 
 
 def check_lagrangian(model) -> None:
@@ -109,3 +112,44 @@ class TrajectoryNudge:
 
     def value(self, trajectory: Tensor) -> Tensor:
         return self.beta * self.loss(trajectory)
+
+
+BOUNDARY_CONDITIONS = ("echo", "fixed_ends", "periodic", "initial_value")
+
+
+def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
+    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph).
+
+    Resets ``solver.last_residual``, which then holds the worst Newton residual from this free
+    solve on (the nudged solves that follow it included).
+    """
+    solver.last_residual = 0.0
+    with torch.no_grad():
+        s0, p0 = model.initial_conditions(x)
+    if boundary in ("echo", "initial_value"):
+        return solver.shoot_forward(model, x, s0, p0)
+    steps = x.shape[1]
+    if boundary == "fixed_ends":
+        with torch.no_grad():
+            s_end = model.end_state(x)
+        weights = torch.linspace(0.0, 1.0, steps + 1, dtype=s0.dtype, device=s0.device).view(1, -1, 1)
+        guess = s0.unsqueeze(1) * (1 - weights) + s_end.unsqueeze(1) * weights
+    else:
+        guess = s0.unsqueeze(1).expand(-1, steps + 1, -1).contiguous()
+    return solver.solve(model, x, boundary, guess)
+
+
+def check_boundary(boundary: str) -> None:
+    """One sentence for a boundary condition that does not exist."""
+    if boundary not in BOUNDARY_CONDITIONS:
+        raise ConfigurationError(
+            f"Unknown boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
+        )
+
+
+def predict_outputs(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
+    """Outputs at s_1..s_N of the free trajectory under ``boundary``, [batch, T, ...]."""
+    check_lagrangian(model)
+    check_sequence(model, x)
+    with torch.no_grad():
+        return outputs_of(model, free_trajectory(model, x, boundary, solver))
