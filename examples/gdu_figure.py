@@ -3,9 +3,11 @@
 A 64-32-10 sigmoid HopfieldMLP in float64, briefly trained by centered EP so that its dynamics
 are not trivial, then on one batch of digits: BPTT through the last K free transitions (one
 parameter copy per transition) and the K per-step updates of EP, ΔEP_θ(β, t) and ΔEP_s(β, t),
-are plotted together over t, per layer (``eqprop.check.gdu``). Saves docs/img/gdu.png.
+are plotted together over t, per layer (``eqprop.check.gdu``). Prints both reports and writes
+gdu.png into --out (default outputs/gdu_figure; docs/img/gdu.png is this figure, copied there by
+hand when it changes).
 
-    python examples/gdu_figure.py [--out docs/img/gdu.png]
+    python examples/gdu_figure.py [--out outputs/gdu_figure]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from eqprop.solvers import FixedPoint
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "img" / "gdu.png"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/gdu_figure"), help="directory for gdu.png")
     parser.add_argument("--beta", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
@@ -48,8 +50,10 @@ def main() -> None:
     for variant in ("positive", "centered"):
         report = gdu(model, x[batch], y[batch], beta=args.beta, steps=args.steps, variant=variant, solver=solver)
         print(report)
-    fig = report.plot(args.out)
-    print(f"saved {args.out} ({len(fig.axes)} panels)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "gdu.png"
+    fig = report.plot(str(path))
+    print(f"saved {path} ({len(fig.axes)} panels)")
 
 
 if __name__ == "__main__":
