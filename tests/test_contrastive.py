@@ -24,7 +24,9 @@ def test_contrastive_equals_coupled_with_eta_one_positive():
 def test_coupled_centered_is_mean_of_one_sided():
     problem = PROBLEMS[1]
     model, (x, y) = problem.model(), problem.data()
-    solver = FixedPoint(tol=None, max_steps=300)
+    # The identity holds at any state; a synchronous relaxation of this deep tanh net does not
+    # settle (residual ~2 after 300 steps), so the equilibrium report is silenced on purpose.
+    solver = FixedPoint(tol=None, max_steps=300, on_nonconvergence="ignore")
     c = CoupledLearning(0.1, "centered", solver=solver).grads(model, x, y)
     p = CoupledLearning(0.1, "positive", solver=solver).grads(model, x, y)
     n = CoupledLearning(0.1, "negative", solver=solver).grads(model, x, y)

@@ -34,6 +34,8 @@ class BPTT(EnergyLearner):
     once the relaxation has converged.
     """
 
+    model_kinds = ("energy", "hamiltonian")
+
     def __init__(self, solver: Relaxation | None = None, integrator: Any = None, cost: Cost | None = None) -> None:
         if solver is not None and integrator is not None:
             raise ConfigurationError("Give BPTT either a solver (static model) or an integrator (sequence model), not both.")

@@ -19,6 +19,7 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..solvers.relaxation import Relaxation
 from .base import Learner
+from .defaults import check_energy_solver, default_solver
 
 __all__ = ["EnergyLearner", "repeat_batch", "concat_states"]
 
@@ -50,16 +51,17 @@ def split_state(state: tuple[Tensor, ...], n: int) -> list[tuple[Tensor, ...]]:
 class EnergyLearner(Learner):
     """Base of the static-model learners: a solver, a cost, the free phase and the contrast."""
 
+    model_kinds = ("energy",)
+
     def __init__(self, solver: Relaxation | None = None, cost: Cost | None = None) -> None:
-        if solver is not None and not isinstance(solver, Relaxation):
-            raise ConfigurationError(f"solver must be an eqprop relaxation solver, got {type(solver).__name__}.")
+        check_energy_solver(solver)
         if cost is not None and not isinstance(cost, Cost):
             raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         self.solver = solver
         self.cost = cost if cost is not None else SquaredError()
 
     def solver_for(self, model: nn.Module) -> Relaxation:
-        return self.solver if self.solver is not None else model.default_solver()
+        return self.solver if self.solver is not None else default_solver(model)
 
     def free_phase(self, model, x: Tensor, context: Any = None):
         """Relax from ``model.init_state(x)`` with no nudge; returns ``(state, status)``."""
@@ -70,6 +72,7 @@ class EnergyLearner(Learner):
         output: returns ``(context, state, status, output)``; the state carries no graph."""
         context = model.prepare(x)
         state, status = self.free_phase(model, x, context)
+        self.solver_for(model).check_equilibrium(status, type(self).__name__)
         state = tuple(s.detach() for s in state)
         output = model.output(state)
         self.cost.check_target(output, y)

@@ -58,6 +58,8 @@ class RHEL(Learner):
             return error in ``info["echo_error"]``.
     """
 
+    model_kinds = ("hamiltonian",)
+
     def __init__(self, epsilon: float, variant: str = "centered", integrator=None, cost: Cost | None = None,
                  check_echo: bool = False) -> None:
         self.epsilon = check_beta("epsilon", epsilon)

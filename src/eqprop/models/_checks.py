@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ShapeError
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -13,3 +13,37 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not integral or int(value) < minimum:
         raise ConfigurationError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
     return int(value)
+
+
+def check_per_sample(what: str, value: Any, batch: int, hint: str = "sum over every axis but the batch") -> None:
+    """A user physics method (energy, potential, kinetic, lagrangian, primitive) must return one
+    value per sample, a tensor of shape ``(batch,)``; anything else (a scalar summed over the
+    batch, ``[batch, 1]``) would broadcast into wrong gradients without a word."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise ShapeError(f"{what} must return a torch.Tensor of shape ({batch},), got {type(value).__name__}.")
+    if tuple(value.shape) != (batch,):
+        raise ShapeError(
+            f"{what} must return one value per sample, shape ({batch},), got {tuple(value.shape)}; {hint}."
+        )
+
+
+def check_state(what: str, state: Any, batch: int) -> tuple:
+    """``init_state`` of an energy model must return a tuple (or list) of tensors, one per layer, batch first."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        raise ShapeError(
+            f"{what} returned a bare tensor; return a tuple of tensors, one per layer (for one layer: (s,))."
+        )
+    if not isinstance(state, (tuple, list)) or not state or not all(isinstance(s, torch.Tensor) for s in state):
+        raise ShapeError(f"{what} must return a non-empty tuple of tensors, one per layer, got {type(state).__name__}.")
+    for k, s in enumerate(state):
+        if s.dim() == 0 or s.shape[0] != batch:
+            raise ShapeError(
+                f"{what} returned layer {k} shaped {tuple(s.shape)} for a batch of {batch}; put the batch on the first axis."
+            )
+        if not (s.is_floating_point() or s.is_complex()):
+            raise ShapeError(f"{what} returned layer {k} as {s.dtype}; states must be floating point (e.g. torch.zeros(..., dtype=x.dtype)).")
+    return tuple(state)

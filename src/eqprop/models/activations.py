@@ -23,7 +23,20 @@ __all__ = ["Activation", "ACTIVATIONS", "get_activation"]
 
 @dataclass(frozen=True)
 class Activation:
-    """ρ with its Legendre term G (G' = ρ⁻¹), derivative ρ', range and analyticity."""
+    """ρ with its Legendre term G (G' = ρ⁻¹), derivative ρ', range and analyticity.
+
+    Everything a solver or a learner needs is a field; nothing is looked up by ``name`` (a user
+    activation named like a built-in gets its own G, never the built-in's):
+
+    * ``rho``, ``rho_prime``: ρ and ρ'; ``rho_``: an in-place ρ (outside autograd), optional.
+    * ``legendre``: G, elementwise; the energy is Σ G(s) − Φ(s).
+    * ``rho_inverse``: G' = ρ⁻¹ on the range, in closed form; ``None``: autograd of ``legendre``.
+    * ``lower``, ``upper``: the range of ρ (±inf for none); ``bounded`` says whether either is finite.
+    * ``closed``: G is finite on the bounds themselves (a state is clamped onto them, as for the
+      hard sigmoid); otherwise (G' singular there, as log for the sigmoid) a margin of 1e-7 of
+      the range is kept.
+    * ``holomorphic``: ρ and G are complex-analytic (holomorphic EP needs it).
+    """
 
     name: str
     rho: Callable[[Tensor], Tensor]
@@ -33,17 +46,40 @@ class Activation:
     upper: float
     holomorphic: bool
     rho_: Callable[[Tensor], Tensor] | None = None  # in-place ρ (outside autograd), if any
+    rho_inverse: Callable[[Tensor], Tensor] | None = None  # G' = ρ⁻¹ in closed form, if known
+    closed: bool = False  # the state may sit on the bounds (G finite there)
+
+    def __post_init__(self) -> None:
+        for field_name in ("rho", "rho_prime", "legendre"):
+            if not callable(getattr(self, field_name)):
+                raise ConfigurationError(f"Activation {self.name!r}: {field_name} must be a function of a tensor.")
+        for field_name in ("rho_", "rho_inverse"):
+            value = getattr(self, field_name)
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"Activation {self.name!r}: {field_name} must be a function or None.")
+        try:
+            lower, upper = float(self.lower), float(self.upper)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"Activation {self.name!r}: lower and upper must be numbers.") from None
+        if not lower < upper:
+            raise ConfigurationError(f"Activation {self.name!r}: lower ({lower}) must be below upper ({upper}).")
+
+    @property
+    def bounded(self) -> bool:
+        """True when the range of ρ has a finite bound (states are then projected into it)."""
+        return math.isfinite(self.lower) or math.isfinite(self.upper)
 
     def __call__(self, u: Tensor) -> Tensor:
         return self.rho(u)
 
     def project(self, s: Tensor) -> Tensor:
         """Clamp a state into the domain of G (open ranges keep a margin of 1e-7 of the range)."""
-        if s.is_complex() or (math.isinf(self.lower) and math.isinf(self.upper)):
+        if s.is_complex() or not self.bounded:
             return s
-        if self.name == "hard_sigmoid":
+        if self.closed:
             return s.clamp(self.lower, self.upper)
-        margin = 1e-7 * (self.upper - self.lower)
+        width = self.upper - self.lower
+        margin = 1e-7 * (width if math.isfinite(width) else 1.0)
         return s.clamp(self.lower + margin, self.upper - margin)
 
 
@@ -57,6 +93,7 @@ _SIGMOID = Activation(
     rho_=torch.sigmoid_,
     rho_prime=lambda u: torch.sigmoid(u) * (1 - torch.sigmoid(u)),
     legendre=lambda s: _xlogx(s) + _xlogx(1 - s),
+    rho_inverse=lambda s: torch.log(s) - torch.log(1 - s),
     lower=0.0,
     upper=1.0,
     holomorphic=True,
@@ -68,6 +105,7 @@ _TANH = Activation(
     rho_=torch.tanh_,
     rho_prime=lambda u: 1 - torch.tanh(u) ** 2,
     legendre=lambda s: 0.5 * (_xlogx(1 + s) + _xlogx(1 - s)),
+    rho_inverse=torch.atanh,
     lower=-1.0,
     upper=1.0,
     holomorphic=True,
@@ -79,9 +117,11 @@ _HARD_SIGMOID = Activation(
     rho_=lambda u: u.clamp_(0.0, 1.0),
     rho_prime=lambda u: ((u > 0) & (u < 1)).to(u.dtype),
     legendre=lambda s: 0.5 * s * s,
+    rho_inverse=lambda s: s,
     lower=0.0,
     upper=1.0,
     holomorphic=False,
+    closed=True,
 )
 
 _IDENTITY = Activation(
@@ -90,6 +130,7 @@ _IDENTITY = Activation(
     rho_=lambda u: u,
     rho_prime=torch.ones_like,
     legendre=lambda s: 0.5 * s * s,
+    rho_inverse=lambda s: s,
     lower=-math.inf,
     upper=math.inf,
     holomorphic=True,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NonFiniteError, ShapeError
+from ._checks import check_per_sample, check_state
 from .activations import Activation, get_activation
 
 State = tuple[Tensor, ...]
@@ -63,18 +64,21 @@ class EnergyModel(nn.Module):
     def checked_energy(self, state: State, x: Tensor) -> Tensor:
         """``energy`` with its shape and finiteness checked (one sentence on failure)."""
         e = self.energy(state, x)
-        batch = state[0].shape[0]
-        if e.shape != (batch,):
-            raise ShapeError(
-                f"{type(self).__name__}.energy must return one value per sample, shape ({batch},), "
-                f"got {tuple(e.shape)}; sum over every axis but the batch."
-            )
+        check_per_sample(f"{type(self).__name__}.energy", e, state[0].shape[0])
         if not bool(torch.isfinite(e).all()):
             raise NonFiniteError(
                 f"{type(self).__name__}.energy returned NaN or infinity; the state left the energy's "
                 "domain or the relaxation diverged (lower the step size)."
             )
         return e
+
+    def check_physics(self, x: Tensor) -> None:
+        """Check what the user's methods return on input ``x``: ``init_state`` a tuple of tensors,
+        batch first, and ``energy`` one value per sample. Every learner and baseline calls it
+        (once per input shape) before simulating; a ShapeError names the method and the fix."""
+        name = type(self).__name__
+        state = check_state(f"{name}.init_state", self.init_state(x), x.shape[0])
+        check_per_sample(f"{name}.energy", self.energy(state, x), x.shape[0])
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         """∂E/∂s for each layer, per sample (autograd)."""
@@ -104,11 +108,11 @@ class EnergyModel(nn.Module):
             grads = torch.autograd.grad(o, leaves, grad_output, allow_unused=True)
         return tuple(grads)
 
-    def default_solver(self):
-        """The solver used when a learner is given ``solver=None``."""
-        from ..solvers import GradientDescent
-
-        return GradientDescent(step_size=0.1, tol=1e-6, max_steps=2000)
+    #: The solver a learner uses when given ``solver=None``: a class name of :mod:`eqprop.solvers`
+    #: and its options (models import no solver; ``eqprop.estimators.default_solver(model)`` builds
+    #: it). A model may instead define a method ``default_solver()`` returning a solver.
+    default_solver_spec: tuple[str, dict[str, Any]] = (
+        "GradientDescent", {"step_size": 0.1, "tol": 1e-6, "max_steps": 2000})
 
 
 class HopfieldEnergy(EnergyModel):
@@ -136,18 +140,27 @@ class HopfieldEnergy(EnergyModel):
     def project(self, state: State) -> State:
         return tuple(a.project(s) for a, s in zip(self.activations, state))
 
+    def check_physics(self, x: Tensor) -> None:
+        """As :meth:`EnergyModel.check_physics`, plus one activation per layer and ``primitive``
+        one value per sample (a summed Φ would broadcast against the Legendre terms)."""
+        name = type(self).__name__
+        state = check_state(f"{name}.init_state", self.init_state(x), x.shape[0])
+        if len(self.activations) != len(state):
+            raise ShapeError(
+                f"{name} has {len(self.activations)} activations for a state of {len(state)} layers; give one per layer."
+            )
+        check_per_sample(f"{name}.primitive", self.primitive(state, x), x.shape[0])
+        check_per_sample(f"{name}.energy", self.energy(state, x), x.shape[0])
+
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         """∂Φ/∂s per layer (autograd; layered models override with a closed form)."""
         return state_gradient(lambda leaves: self.primitive(leaves, x), state, create_graph)
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         drive = self.primitive_grad(state, x, context, create_graph=create_graph)
-        return tuple(_legendre_grad(a, s) - d for a, s, d in zip(self.activations, state, drive))
+        return tuple(_legendre_grad(a, s, create_graph) - d for a, s, d in zip(self.activations, state, drive))
 
-    def default_solver(self):
-        from ..solvers import FixedPoint
-
-        return FixedPoint(tol=1e-6, max_steps=500)
+    default_solver_spec = ("FixedPoint", {"tol": 1e-6, "max_steps": 500})
 
 
 def state_gradient(per_sample, state: State, create_graph: bool = False) -> State:
@@ -172,17 +185,14 @@ def _holomorphic_grad(value: Tensor, leaves, create_graph: bool):
     return tuple(g.conj() for g in grads)
 
 
-def _legendre_grad(activation: Activation, s: Tensor) -> Tensor:
-    """G'(s) = ρ⁻¹(s) (the identity for hard-sigmoid and linear units)."""
-    if activation.name == "sigmoid":
-        return torch.log(s) - torch.log(1 - s)
-    if activation.name == "tanh":
-        return torch.atanh(s)
-    if activation.name in ("hard_sigmoid", "identity"):
-        return s
+def _legendre_grad(activation: Activation, s: Tensor, create_graph: bool = False) -> Tensor:
+    """G'(s) = ρ⁻¹(s): the activation's closed form ``rho_inverse`` if it gives one, else autograd
+    of G (keeping the graph through ``s`` with ``create_graph``, as BPTT needs)."""
+    if activation.rho_inverse is not None:
+        return activation.rho_inverse(s)
     with torch.enable_grad():
-        leaf = s.detach().requires_grad_()
-        return torch.autograd.grad(activation.legendre(leaf).sum(), leaf)[0]
+        leaf = s if (create_graph and s.requires_grad) else s.detach().requires_grad_()
+        return torch.autograd.grad(activation.legendre(leaf).sum(), leaf, create_graph=create_graph)[0]
 
 
 def resolve_activations(activation: str | Activation | list | tuple, n_layers: int) -> tuple[Activation, ...]:

@@ -37,7 +37,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigurationError, NonFiniteError
+from ..errors import ConfigurationError, NonFiniteError, ShapeError
+from ._checks import check_per_sample
 from .echo_kernels import AutogradEchoKernel, AutogradStackKernel
 
 __all__ = ["HamiltonianModel", "default_kinetic"]
@@ -179,6 +180,29 @@ class HamiltonianModel(nn.Module):
     def init_states(self, x: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Initial (q, p) of every layer."""
         return [self.init_state(x)]
+
+    def check_physics(self, x: Tensor) -> None:
+        """Check what the user's methods return on the first step of ``x`` [batch, T, features]:
+        each layer's initial state a pair (q, p) of equal shapes, batch first, and ``potential``
+        and ``kinetic`` one value per sample. Every learner and baseline calls it (once per input
+        shape) before simulating; a ShapeError names the method and the fix."""
+        if x.dim() != 3 or x.shape[1] < 1:
+            return  # the learner's sequence check names the expected input shape
+        batch = x.shape[0]
+        z = self.encode(x[:, 0])
+        for index, (layer, state) in enumerate(zip(self.hamiltonian_layers(), self.init_states(x))):
+            name = type(layer).__name__
+            if not isinstance(state, (tuple, list)) or len(state) != 2 or not all(isinstance(t, Tensor) for t in state):
+                raise ShapeError(f"{name}.init_state must return a pair (q, p) of tensors, got {type(state).__name__}.")
+            q, p = state
+            if q.dim() == 0 or q.shape[0] != batch or p.shape != q.shape:
+                raise ShapeError(
+                    f"{name}.init_state must return q and p of one shape with the batch first, got {tuple(q.shape)} "
+                    f"and {tuple(p.shape)} for a batch of {batch}."
+                )
+            check_per_sample(f"{name}.potential", layer.potential(q, z), batch)
+            check_per_sample(f"{name}.kinetic", layer.kinetic(p), batch)
+            z = self.mix(index, z, q)
 
     # -- echo kernels (eqprop.models.echo_kernels): autograd by default, closed forms may override --
     def echo_kernel(self, dt: Tensor, batch: int, copies: int):

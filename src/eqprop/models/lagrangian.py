@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError, NonFiniteError, ShapeError
+from ._checks import check_per_sample
 
 __all__ = ["LagrangianModel", "QUADRATURES"]
 
@@ -99,6 +100,16 @@ class LagrangianModel(nn.Module):
                 f"{tuple(s0.shape)} and {tuple(p0.shape)}; flatten the state to one axis."
             )
         return s0, p0
+
+    def check_physics(self, x: Tensor) -> None:
+        """Check what the user's methods return on ``x`` [batch, T, ...]: ``init_state`` s_0 (and
+        p_0) shaped [batch, n] and ``lagrangian`` one value per sample. Every learner and baseline
+        calls it (once per input shape) before solving; a ShapeError names the method and the fix."""
+        if x.dim() < 2 or x.shape[1] < 1:
+            return  # the learner's sequence check names the expected input shape
+        s0, _ = self.initial_conditions(x)
+        value = self.lagrangian(s0, torch.zeros_like(s0), x[:, 0])
+        check_per_sample(f"{type(self).__name__}.lagrangian", value, x.shape[0])
 
     def discrete_lagrangian(self, s_a: Tensor, s_b: Tensor, x_k: Tensor, dt: Tensor | None = None) -> Tensor:
         """L_d(s_a, s_b, x_k) = L(q, (s_b − s_a)/Δt, x_k), q by the model's quadrature; [batch]."""

@@ -25,8 +25,10 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning, NonFiniteError
+from ..models._checks import positive_int
 
-__all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint", "Asynchronous"]
+__all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint", "Asynchronous", "check_tol",
+           "positive_number"]
 
 _POLICIES = ("warn", "raise", "ignore")
 
@@ -80,17 +82,22 @@ class SolverStatus:
 class Relaxation:
     """Base class of the energy minimisers: the iteration loop, the residual and the policy."""
 
+    #: True when one :meth:`step` is the discrete-time map s ← ρ(∂Φ/∂s − β∂C/∂s) whose per-step
+    #: updates continual EP and the GDU check read (``FixedPoint``); a user solver may declare it.
+    discrete_time_map: bool = False
+
+    #: With ``tol=None``: the residual above which a learner whose gradient assumes an
+    #: equilibrium warns or raises (``on_nonconvergence``) — see :meth:`check_equilibrium`.
+    #: Settable per solver: ``solver.equilibrium_tol = 1e-4``.
+    equilibrium_tol: float = 1e-3
+
     def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn") -> None:
-        if tol is not None and (not math.isfinite(float(tol)) or float(tol) < 0):
-            raise ConfigurationError(f"tol must be a non-negative number or None, got {tol!r}.")
-        if int(max_steps) != max_steps or int(max_steps) < 1:
-            raise ConfigurationError(f"max_steps must be a positive integer, got {max_steps!r}.")
+        self.tol = check_tol("tol", tol)
+        self.max_steps = positive_int("max_steps", max_steps)
         if on_nonconvergence not in _POLICIES:
             raise ConfigurationError(
                 f"on_nonconvergence must be one of {_POLICIES}, got {on_nonconvergence!r}."
             )
-        self.tol = None if tol is None else float(tol)
-        self.max_steps = int(max_steps)
         self.on_nonconvergence = on_nonconvergence
 
     # one iteration; subclasses implement it with differentiable torch operations
@@ -137,11 +144,11 @@ class Relaxation:
                     break
         if self.tol is None:  # fixed number of steps: the residual is computed when read
             detached = (tuple(s.detach() for s in previous), tuple(s.detach() for s in state))
+            if not _all_finite(detached[1]):
+                raise NonFiniteError(_diverged(self, model, x, steps))
             return state, SolverStatus(t + 1, None, True, detached + (self.residual_scale(),))
         if not math.isfinite(residual):
-            raise NonFiniteError(
-                f"The relaxation diverged (residual {residual}); lower the step size or β, or check the weights."
-            )
+            raise NonFiniteError(_diverged(self, model, x, t + 1))
         converged = residual <= self.tol
         status = SolverStatus(t + 1, residual, converged)
         if not converged:
@@ -155,6 +162,29 @@ class Relaxation:
                 warnings.warn(message, ConvergenceWarning, stacklevel=3)
         return state, status
 
+    def check_equilibrium(self, status: SolverStatus, learner: str, phase: str = "free phase") -> None:
+        """Report a fixed-step relaxation that ended away from the equilibrium a learner's theory needs.
+
+        EP, contrastive and coupled learning, holomorphic EP and implicit differentiation derive
+        their gradient at an equilibrium. With ``tol`` set, :meth:`solve` has already applied
+        ``on_nonconvergence``; with ``tol=None`` (a fixed number of steps) this applies it to the
+        residual reached, against :attr:`equilibrium_tol`. ``"ignore"`` reads no residual.
+        """
+        if self.tol is not None or self.on_nonconvergence == "ignore":
+            return
+        residual = status.residual
+        if residual <= self.equilibrium_tol:
+            return
+        message = (
+            f"{learner} assumes its {phase} at an equilibrium, but {type(self).__name__}(tol=None, "
+            f"max_steps={self.max_steps}) stopped with residual {residual:.3e} > equilibrium_tol="
+            f"{self.equilibrium_tol:.0e}, so the gradient is biased; raise max_steps, set a tol, or pass "
+            f"on_nonconvergence='ignore' to train with the truncated relaxation on purpose."
+        )
+        if self.on_nonconvergence == "raise":
+            raise ConvergenceError(message)
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
@@ -165,9 +195,7 @@ class GradientDescent(Relaxation):
 
     def __init__(self, step_size: float = 0.1, tol: float | None = 1e-6, max_steps: int = 2000, on_nonconvergence: str = "warn") -> None:
         super().__init__(tol, max_steps, on_nonconvergence)
-        if not float(step_size) > 0 or not math.isfinite(float(step_size)):
-            raise ConfigurationError(f"step_size must be a positive number, got {step_size!r}.")
-        self.step_size = float(step_size)
+        self.step_size = positive_number("step_size", step_size)
 
     def residual_scale(self) -> float:
         return self.step_size
@@ -193,6 +221,8 @@ class FixedPoint(_HopfieldSolver):
     Residual: ‖Δs‖_∞. For layered networks each layer update is that layer's exact minimiser
     given its neighbours.
     """
+
+    discrete_time_map = True
 
     def step(self, model, x, state, context, nudge, clamp):
         # The body of drive() inlined: this runs at every step of every relaxation.
@@ -265,3 +295,60 @@ def _apply_clamp(state, clamp):
 
 def _max_change(old, new) -> float:
     return max(float((a.detach() - b.detach()).abs().max()) if a.numel() else 0.0 for a, b in zip(old, new))
+
+
+def check_tol(name: str, value: Any, allow_none: bool = True) -> float | None:
+    """A tolerance: a finite number ≥ 0 (or None, a fixed number of steps, where allowed)."""
+    if value is None and allow_none:
+        return None
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number < 0:
+        none = " or None (a fixed number of steps)" if allow_none else ""
+        raise ConfigurationError(f"{name} must be a non-negative number{none}, got {value!r}.")
+    return number
+
+
+def positive_number(name: str, value: Any) -> float:
+    """A finite number > 0 (a step size, a time step)."""
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise ConfigurationError(f"{name} must be a positive finite number, got {value!r}.")
+    return number
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or isinstance(value, str):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _all_finite(tensors) -> bool:
+    """No NaN or infinity in any tensor (one reduction each, one host read; exact check only on failure)."""
+    total = None
+    for t in tensors:
+        if t.numel():
+            part = t.sum()
+            total = part if total is None else total + part
+    if total is None or math.isfinite(abs(total.item())):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _diverged(solver: Relaxation, model, x: Tensor, steps: int) -> str:
+    """One sentence naming why a relaxation ended in NaN or infinity: a parameter, the input, or the dynamics."""
+    for name, p in model.named_parameters():
+        if (p.is_floating_point() or p.is_complex()) and not bool(torch.isfinite(p.detach()).all()):
+            return (
+                f"The parameter {name} of {type(model).__name__} holds NaN or infinity, so the relaxation did too; "
+                f"re-initialise it or reload a checkpoint (a diverged update: lower the learning rate)."
+            )
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        return "The input contains NaN or infinity, so the relaxation did too; clean the data."
+    return (
+        f"{type(solver).__name__} reached NaN or infinity within {steps} steps: the energy or its force is not finite "
+        f"on the states visited (e.g. log of a state outside its domain) or the dynamics diverged; lower the step "
+        f"size or β, or check {type(model).__name__}.energy."
+    )
