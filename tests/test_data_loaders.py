@@ -140,7 +140,7 @@ def test_imagenet32_npz(tmp_path):
     assert s.train.tensors[1][:4].tolist() == [0, 1, 999, 4]
     with pytest.raises(ConfigurationError, match="train_batches"):
         load_imagenet32(tmp_path, train_batches=11)
-    with pytest.raises(ConfigurationError, match="sample limit"):
+    with pytest.raises(ConfigurationError, match="limit_train must be an integer"):
         load_imagenet32(tmp_path, train_batches=2, limit_train=0)
 
 

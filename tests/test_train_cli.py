@@ -47,12 +47,22 @@ def cli(*args, cwd):
 
 
 def test_multirun_sweeps_over_beta(tmp_path):
-    proc = cli("--multirun", "learner.beta=0.2,0.5", "trainer.max_steps=2", "trainer.progress=false",
-               "solver.max_steps=5", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    proc = cli("--multirun", "learner.beta=0.2,0.5", "trainer.epochs=1", "trainer.batch_size=16", "data.limit_train=32",
+               "data.limit_test=16", "trainer.progress=false", "solver.max_steps=5", f"hydra.sweep.dir={tmp_path}/sweep",
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert runs == ["learner.beta=0.2,solver.max_steps=5", "learner.beta=0.5,solver.max_steps=5"]
+    common = "solver.max_steps=5,trainer.batch_size=16"
+    assert runs == [f"data.limit_test=16,data.limit_train=32,learner.beta={b},{common}" for b in ("0.2", "0.5")]
     assert all(len(read_csv(tmp_path / "sweep" / r / "steps.csv")) == 2 for r in runs)
+    # The sweep's summary: one row per run, with the run's own final metrics, and one plot.
+    summary = read_csv(tmp_path / "sweep" / "summary.csv")
+    assert [row["run"] for row in summary] == runs
+    for row, r in zip(summary, runs):
+        last = read_csv(tmp_path / "sweep" / r / "metrics.csv")[-1]
+        assert row["test_accuracy"] == last["test_accuracy"] and row["learner"] == "EP (centered)"
+        assert row["model"] == "HopfieldMLP" and row["epochs"] == "1" and row["steps"] == "2"
+    assert (tmp_path / "sweep" / "summary.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("override, message", [

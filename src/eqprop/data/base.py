@@ -10,6 +10,8 @@ This module knows tensors and files only; it never names a model, solver or lear
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ __all__ = [
     "make_splits",
     "cache_dir",
     "require_file",
+    "check_int",
+    "check_labels",
+    "check_shape",
 ]
 
 STANDARDIZE_MODES = ("none", "global", "feature", "channel")
@@ -133,12 +138,47 @@ def standardize(train: Tensor, test: Tensor, mode: str = "none", channel_axis: i
     return (train - mean) / std, (test - mean) / std
 
 
-def _limit(x: Tensor, y: Tensor, limit: int | None) -> tuple[Tensor, Tensor]:
+def check_int(name: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as an int (an integer-valued float is accepted), or a one-sentence ConfigurationError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = ok or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    if not ok or (minimum is not None and int(value) < minimum):
+        bound = f" ≥ {minimum}" if minimum is not None else ""
+        raise ConfigurationError(f"{name} must be an integer{bound}{' or null' if allow_none else ''}, got {value!r}.")
+    return int(value)
+
+
+def _limit(x: Tensor, y: Tensor, limit: int | None, name: str) -> tuple[Tensor, Tensor]:
+    limit = check_int(name, limit, minimum=1, allow_none=True)
     if limit is None:
         return x, y
-    if int(limit) <= 0:
-        raise ConfigurationError(f"A sample limit must be a positive integer, got {limit}.")
-    return x[: int(limit)], y[: int(limit)]
+    return x[:limit], y[:limit]
+
+
+def check_labels(name: str, labels: Tensor, n_classes: int, split: str) -> None:
+    """Class labels must lie in ``[0, n_classes)``: a file with others is not of this dataset."""
+    if not len(labels):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise CorruptDatasetError(
+            f"{name}: the {split} labels hold class {bad}, outside 0..{n_classes - 1} of the dataset's "
+            f"{n_classes} classes; the file is corrupt or belongs to another dataset."
+        )
+
+
+def check_shape(name: str, array: Any, expected: tuple[int | None, ...], what: str) -> None:
+    """``array.shape`` must match ``expected`` (None: any size); else a CorruptDatasetError naming both."""
+    shape = tuple(np.shape(array))
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        pattern = ", ".join("N" if e is None else str(e) for e in expected)
+        raise CorruptDatasetError(
+            f"{name}: {what} are shaped {list(shape)}, but this dataset's files hold [{pattern}]; the file is "
+            f"corrupt or belongs to another dataset (point data.root at the right files, or pick the matching data=...)."
+        )
 
 
 def make_splits(
@@ -165,8 +205,17 @@ def make_splits(
             f"{name}: {xtr.shape[0]} training inputs for {ytr.shape[0]} labels and {xte.shape[0]} test "
             f"inputs for {yte.shape[0]} labels; the files do not belong together."
         )
-    xtr, ytr = _limit(xtr, ytr, limit_train)
-    xte, yte = _limit(xte, yte, limit_test)
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise CorruptDatasetError(
+            f"{name}: training inputs are shaped {list(xtr.shape[1:])} but test inputs {list(xte.shape[1:])}; "
+            f"the files do not belong together."
+        )
+    if n_classes is not None:  # the declared count, checked against every label before any subsampling
+        n_classes = check_int("n_classes", n_classes, minimum=1)
+        check_labels(name, ytr, n_classes, "training")
+        check_labels(name, yte, n_classes, "test")
+    xtr, ytr = _limit(xtr, ytr, limit_train, "data.limit_train")
+    xte, yte = _limit(xte, yte, limit_test, "data.limit_test")
     xtr, xte = standardize(xtr, xte, standardize_mode, channel_axis)
     if n_classes is None:
         n_classes = int(max(ytr.max().item(), yte.max().item() if len(yte) else 0)) + 1
@@ -181,7 +230,7 @@ def make_splits(
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random train/test partition of ``range(n)``."""
-    if not 0.0 < float(test_fraction) < 1.0:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0.0 < float(test_fraction) < 1.0:
         raise ConfigurationError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * float(test_fraction))))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import CorruptDatasetError, Splits, cache_dir, make_splits, require_file, split_indices
+from .base import CorruptDatasetError, Splits, cache_dir, check_int, check_shape, make_splits, require_file, split_indices
 
 __all__ = ["load_digits", "load_mnist1d"]
 
@@ -41,7 +41,7 @@ def load_digits(
     y = bunch.target.astype(np.int64)
     if image:
         x = x.reshape(-1, 1, 8, 8)
-    train_idx, test_idx = split_indices(len(x), test_fraction, seed)
+    train_idx, test_idx = split_indices(len(x), test_fraction, check_int("data.seed", seed))
     return make_splits(
         "digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx], n_classes=10,
         standardize_mode=standardize, limit_train=limit_train, limit_test=limit_test,
@@ -91,8 +91,11 @@ def load_mnist1d(
     if root is not None:
         arrays = _read_mnist1d_pickle(Path(root).expanduser())
     else:
-        arrays = _mnist1d_arrays(seed, num_samples, cache)
+        arrays = _mnist1d_arrays(check_int("data.seed", seed), check_int("data.num_samples", num_samples, minimum=10), cache)
     x_train, x_test = arrays["x"].astype(np.float32), arrays["x_test"].astype(np.float32)
+    for split, x, y in (("training", x_train, arrays["y"]), ("test", x_test, arrays["y_test"])):
+        check_shape("MNIST-1D", x, (None, None), f"the {split} series")  # [N, length] (40 for the published set)
+        check_shape("MNIST-1D", y, (len(x),), f"the {split} labels (one per series)")
     if as_sequence:
         x_train, x_test = x_train[..., None], x_test[..., None]
     return make_splits(

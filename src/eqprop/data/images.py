@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigurationError
-from .base import CorruptDatasetError, DatasetNotFoundError, Splits, make_splits
+from .base import CorruptDatasetError, DatasetNotFoundError, Splits, check_int, check_shape, make_splits
 
 __all__ = ["read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_cifar100", "load_svhn", "load_imagenet32"]
 
@@ -79,8 +79,9 @@ def _load_idx_set(root, dataset: str, subdirs: list[str], how: str, **kwargs) ->
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         arrays.append(read_idx(_find(root, [stem, stem + ".gz"], subdirs, dataset, how)))
     x_train, y_train, x_test, y_test = arrays
-    if x_train.ndim != 3 or x_test.ndim != 3:
-        raise CorruptDatasetError(f"{dataset} image files must hold [N, H, W] arrays, got {x_train.shape} and {x_test.shape}.")
+    for split, x, y in (("training", x_train, y_train), ("test", x_test, y_test)):
+        check_shape(dataset, x, (None, 28, 28), f"the {split} images")  # the published 28x28 grey images
+        check_shape(dataset, y, (len(x),), f"the {split} labels (one per image)")
     return _finish(dataset, x_train[:, None] / np.float32(255), y_train, x_test[:, None] / np.float32(255), y_test, 10, **kwargs)
 
 
@@ -130,7 +131,9 @@ def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
         raise CorruptDatasetError(f"{path} holds data shaped {data.shape}, expected [N, 3072]; download the archive again.")
-    return data.reshape(-1, 3, 32, 32), np.asarray(batch[label_key], dtype=np.int64)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    check_shape(str(path), labels, (len(data),), f"the '{label_key.decode()}' (one per image)")
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 _CIFAR_HOW = "download and unpack https://www.cs.toronto.edu/~kriz/{} into that directory."
@@ -174,6 +177,9 @@ def _svhn_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise CorruptDatasetError(f"{path} holds X shaped {x.shape}, expected [32, 32, 3, N].")
     y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+    check_shape(str(path), y, (x.shape[3],), "the labels y (one per image)")
+    if len(y) and (y.min() < 1 or y.max() > 10):
+        raise CorruptDatasetError(f"{path} holds labels {int(y.min())}..{int(y.max())}, but SVHN labels are 1..10 (10 for the digit 0).")
     y[y == 10] = 0  # SVHN labels the digit 0 as 10
     return np.transpose(x, (3, 2, 0, 1)) / np.float32(255), y
 
@@ -196,6 +202,10 @@ def _npz_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise CorruptDatasetError(f"{path} is not a complete ImageNet 32x32 npz batch ({exc}); download it again.") from exc
     if x.ndim != 2 or x.shape[1] != 3072:
         raise CorruptDatasetError(f"{path} holds data shaped {x.shape}, expected [N, 3072] (32x32x3).")
+    y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
+    check_shape(str(path), y, (len(x),), "the labels (one per image)")
+    if len(y) and (y.min() < 1 or y.max() > 1000):
+        raise CorruptDatasetError(f"{path} holds labels {int(y.min())}..{int(y.max())}, but ImageNet 32x32 labels are 1..1000.")
     return x.reshape(-1, 3, 32, 32), y - 1  # published labels are 1..1000
 
 
@@ -205,7 +215,7 @@ def load_imagenet32(root: str | os.PathLike, train_batches: int = 10, flatten: b
 
     ``train_batches`` (1..10) reads only the first batches, for a smaller training set.
     """
-    if not 1 <= int(train_batches) <= 10:
+    if not 1 <= check_int("train_batches", train_batches) <= 10:
         raise ConfigurationError(f"train_batches must lie in 1..10, got {train_batches}.")
     how = "download Imagenet32_train_npz.zip and Imagenet32_val_npz.zip from https://image-net.org/download-images (downsampled) and unpack them there."
     subs = ["Imagenet32_train_npz", "Imagenet32_val_npz", "imagenet32"]
@@ -214,7 +224,8 @@ def load_imagenet32(root: str | os.PathLike, train_batches: int = 10, flatten: b
     x_test, y_test = _npz_batch(_find(root, ["val_data.npz", "val_data"], subs, "ImageNet 32x32", how))
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
-    if limit_train is not None:  # before the float conversion of the whole set; make_splits checks the value
-        x_train, y_train = x_train[: int(limit_train)], y_train[: int(limit_train)]
+    limit_train = check_int("data.limit_train", limit_train, minimum=1, allow_none=True)
+    if limit_train is not None:  # before the float conversion of the whole set
+        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
     return _finish("imagenet32", x_train / np.float32(255), y_train, x_test / np.float32(255), y_test, 1000,
                    flatten=flatten, standardize=standardize, limit_train=limit_train, limit_test=limit_test)

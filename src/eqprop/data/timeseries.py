@@ -102,6 +102,14 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]
     if declared_length and declared_length.isdigit() and int(declared_length) != lengths.pop():
         raise CorruptDatasetError(f"{path}: series are shorter or longer than the declared @seriesLength {declared_length}; the file is corrupt.")
     x = np.stack([np.stack(c, axis=-1) for c in cases])  # [N, T, C]
+    univariate = header.get("univariate", "").lower()
+    declared_channels = header.get("dimensions") or header.get("dimension")
+    if univariate == "true" and x.shape[2] != 1:
+        raise CorruptDatasetError(f"{path}: the header declares @univariate true but cases have {x.shape[2]} channels; the file is corrupt.")
+    if declared_channels and declared_channels.isdigit() and int(declared_channels) != x.shape[2]:
+        raise CorruptDatasetError(
+            f"{path}: the header declares @dimensions {declared_channels} but cases have {x.shape[2]} channels; the file is corrupt."
+        )
     return x, np.array(labels), list(header["labels"] or [])
 
 

@@ -8,13 +8,30 @@
 
 The configs are read from the repository's ``configs/`` (an editable install finds it), or from
 ``$EQPROP_CONFIG_DIR``, or from ``--config-dir``.
+
+An eqprop error (a bad option, a dataset file of the wrong shape, a run directory in use) is
+printed as its one sentence, without a traceback, and the exit status is 1;
+``HYDRA_FULL_ERROR=1`` shows the full traceback instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 __all__ = ["main"]
+
+
+def _eqprop_error(exc: BaseException) -> BaseException | None:
+    """The eqprop error behind ``exc`` (Hydra wraps errors raised while instantiating), or None."""
+    from ..errors import EqpropError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, EqpropError):
+            return exc
+        exc, seen = exc.__cause__, seen + 1
+    return None
 
 
 def main() -> None:
@@ -29,9 +46,20 @@ def main() -> None:
         sys.exit(f"eqprop-train found no configs at {CONFIG_DIR}; install eqprop editable (pip install -e .), "
                  f"set EQPROP_CONFIG_DIR, or pass --config-dir.")
 
+    from hydra.errors import CompactHydraException
+
+    class RunError(CompactHydraException):
+        """eqprop's one-sentence error, which Hydra prints without a traceback."""
+
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def _main(cfg) -> float | None:
-        result = run(cfg)
+        try:
+            result = run(cfg)
+        except Exception as exc:
+            own = _eqprop_error(exc)
+            if own is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            raise RunError(f"{type(own).__name__}: {own}") from exc
         return result.get("test_accuracy")
 
     _main()

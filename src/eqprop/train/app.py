@@ -18,9 +18,12 @@ from typing import Any
 import torch
 
 from ..errors import ConfigurationError
+from ..optim import param_groups
 from .checkpoint import seed_everything
 from .distributed import DistributedContext, init_distributed
 from .loop import Trainer, TrainerConfig
+from .options import check_run_options
+from .rundir import run_lock
 
 __all__ = ["run", "CONFIG_DIR", "config_dir"]
 
@@ -77,6 +80,12 @@ def _trainer_config(options: dict[str, Any], seed: int) -> TrainerConfig:
     return TrainerConfig(**options, seed=seed)
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be true or false, got {value!r}.")
+    return value
+
+
 def _has_target(node: Any) -> bool:
     return node is not None and "_target_" in node
 
@@ -94,36 +103,42 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
+    # Every scalar option is checked before anything is built or written.
     if cfg.dtype not in _DTYPES:
         raise ConfigurationError(f"dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}.")
+    check_run_options(cfg)
+    resume, overwrite = _flag("resume", cfg.get("resume", False)), _flag("overwrite", cfg.get("overwrite", False))
+    if resume and overwrite:
+        raise ConfigurationError("resume=true and overwrite=true contradict each other; pass one of them.")
+    _trainer_config(OmegaConf.to_container(cfg.trainer, resolve=True), cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     ctx = init_distributed(cfg.trainer.get("backend", "auto"), cfg.device)
     device = _device(cfg.device, ctx)
-    determinism = seed_everything(int(cfg.seed), bool(cfg.deterministic))
+    with run_lock(run_dir, enabled=ctx.is_main):  # held until the run ends: a second process is refused
+        determinism = seed_everything(int(cfg.seed), bool(cfg.deterministic))
+        splits = instantiate(cfg.data)
+        _fill_data_info(cfg, splits)
+        model = instantiate(cfg.model).to(device=device, dtype=_DTYPES[cfg.dtype])
+        learner = instantiate(cfg.learner)
+        optimizer = instantiate(cfg.optim)(param_groups(model))  # binary latent weights apart
+        scheduler = instantiate(cfg.scheduler)(optimizer) if _has_target(cfg.get("scheduler")) else None
 
-    splits = instantiate(cfg.data)
-    _fill_data_info(cfg, splits)
-    model = instantiate(cfg.model).to(device=device, dtype=_DTYPES[cfg.dtype])
-    learner = instantiate(cfg.learner)
-    optimizer = instantiate(cfg.optim)(model.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer) if _has_target(cfg.get("scheduler")) else None
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    trainer_cfg = _trainer_config(resolved["trainer"], int(cfg.seed))
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        info = {**determinism, "world_size": ctx.world_size, "backend": ctx.backend, "device": str(device),
-                "dtype": cfg.dtype, "model": repr(model), "learner": repr(learner)}
-        (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
-        log.info("%s | %s | %s on %s (%d processes)", splits, type(model).__name__, learner, device, ctx.world_size)
-    trainer = Trainer(model, learner, optimizer, splits.train, splits.test, run_dir, trainer_cfg,
-                      scheduler=scheduler, dist=ctx, device=device, run_config=resolved)
-    result = trainer.fit(resume=bool(cfg.resume))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        trainer_cfg = _trainer_config(resolved["trainer"], int(cfg.seed))
+        trainer = Trainer(model, learner, optimizer, splits.train, splits.test, run_dir, trainer_cfg,
+                          scheduler=scheduler, dist=ctx, device=device, run_config=resolved, n_classes=splits.n_classes)
+        trainer.prepare(resume=resume, overwrite=overwrite)  # checks the checkpoint (resume) or the directory first
+        if ctx.is_main:
+            (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            info = {**determinism, "world_size": ctx.world_size, "backend": ctx.backend, "device": str(device),
+                    "dtype": cfg.dtype, "model": repr(model), "learner": repr(learner)}
+            (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+            log.info("%s | %s | %s on %s (%d processes)", splits, type(model).__name__, learner, device, ctx.world_size)
+        result = trainer.fit(resume=resume, overwrite=overwrite)
     ctx.close()  # under torchrun: leave the group once every rank has finished
     result["run_dir"] = str(run_dir)
     if ctx.is_main and not result.get("stopped") and "test_accuracy" in result:
-        print(f"test accuracy: {100 * result['test_accuracy']:.2f}% (epoch {result['epoch'] + 1}, "
+        print(f"test accuracy: {100 * result['test_accuracy']:.2f}% (epoch {result['epoch']}/{trainer_cfg.epochs}, "
               f"{result['step']} steps; {run_dir})", flush=True)
     return result

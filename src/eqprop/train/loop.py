@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +28,8 @@ from ..errors import ConfigurationError
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistributedContext, all_gather_object, all_reduce_gradients, all_reduce_sum, broadcast_parameters
 from .metrics import MetricsLogger, plot_learning_curve
+from .options import integer
+from .rundir import check_fresh_start, run_lock
 
 __all__ = ["Trainer", "TrainerConfig", "accuracy_count"]
 
@@ -61,12 +62,13 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"trainer.{name} must be a positive integer, got {getattr(self, name)}.")
-        if self.max_steps is not None and int(self.max_steps) < 1:
-            raise ConfigurationError(f"trainer.max_steps must be a positive integer or null, got {self.max_steps}.")
-        if int(self.checkpoint_every) < 0:
-            raise ConfigurationError(f"trainer.checkpoint_every must be 0 or positive, got {self.checkpoint_every}.")
+            setattr(self, name, integer(f"trainer.{name}", getattr(self, name), minimum=1))
+        self.max_steps = integer("trainer.max_steps", self.max_steps, minimum=1, allow_none=True)
+        self.checkpoint_every = integer("trainer.checkpoint_every", self.checkpoint_every, minimum=0)
+        self.seed = integer("seed", self.seed)
+        for name in ("drop_last", "progress", "tensorboard", "plot"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"trainer.{name} must be true or false, got {getattr(self, name)!r}.")
         if self.target not in ("auto", "onehot", "index"):
             raise ConfigurationError(f"trainer.target must be auto, onehot or index, got {self.target!r}.")
 
@@ -115,6 +117,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         run_config: dict[str, Any] | None = None,
         on_step: Callable[[int], None] | None = None,
+        n_classes: int | None = None,
     ) -> None:
         self.model, self.learner, self.optimizer, self.scheduler = model, learner, optimizer, scheduler
         self.train_set, self.test_set = train, test
@@ -133,6 +136,9 @@ class Trainer:
         self.local_batch = self.cfg.batch_size // self.dist.world_size
         self.sampler = DistributedSampler(train, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=self.cfg.seed, drop_last=True)
+        self._declared_classes = None if n_classes is None else integer("n_classes", n_classes, minimum=1)
+        self._check_steps_per_epoch()
+        self._prepared: bool | None = None  # resume flag of the prepared run, None before prepare()
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self._epoch_totals = [0.0, 0.0, 0.0]  # samples, loss sum, correct, over this epoch so far
@@ -153,8 +159,29 @@ class Trainer:
 
     @cached_property
     def n_classes(self) -> int:
+        """The dataset's declared class count (``n_classes=``), else the largest label + 1."""
+        if self._declared_classes is not None:
+            return self._declared_classes
         labels = self.train_set.tensors[1]
         return int(max(labels.max(), self.test_set.tensors[1].max())) + 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch: this process's share of the data in batches of ``local_batch``."""
+        per_rank = len(self.sampler)
+        return per_rank // self.local_batch if self.cfg.drop_last else -(-per_rank // self.local_batch)
+
+    def _check_steps_per_epoch(self) -> None:
+        if len(self.train_set) == 0:
+            raise ConfigurationError("The training set is empty; check data.limit_train and the dataset files.")
+        if self.steps_per_epoch == 0:
+            raise ConfigurationError(
+                f"trainer.batch_size={self.cfg.batch_size} is larger than the {len(self.train_set)} training samples "
+                f"and trainer.drop_last=true drops that one short batch, so an epoch would make no step; lower "
+                f"trainer.batch_size or set trainer.drop_last=false."
+            )
+        if len(self.test_set) == 0:
+            raise ConfigurationError("The test set is empty; check data.limit_test and the dataset files.")
 
     def _batches(self, epoch: int) -> list[Tensor]:
         self.sampler.set_epoch(epoch)
@@ -169,16 +196,36 @@ class Trainer:
         return x, y.to(self.device)
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train up to ``config.epochs`` (or ``max_steps``); return the last epoch's metrics."""
+    def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Check the run directory before anything is written: load the checkpoint (``resume``), or refuse
+        to start over an earlier run unless ``overwrite`` (then its outputs are removed).
+
+        :meth:`fit` calls it; call it first yourself to validate a resume before writing other files.
+        """
+        if self._prepared is not None:
+            if self._prepared != bool(resume):
+                raise ConfigurationError("prepare() and fit() were called with different resume flags; pass the same.")
+            return
         if resume:
             self.load(self.checkpoint_path)
-        elif self.dist.is_main and self.checkpoint_path.exists():
-            log.warning("Starting afresh in %s: its previous checkpoint and metrics are replaced "
-                        "(pass resume=true to continue that run instead).", self.run_dir)
+        elif self.dist.is_main:
+            check_fresh_start(self.run_dir, overwrite)
+        self._prepared = bool(resume)
+
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train up to ``config.epochs`` (or ``max_steps``); return the last epoch's metrics.
+
+        The run directory is locked for the duration (a second process is refused). Without
+        ``resume`` a directory that holds an earlier run is refused unless ``overwrite``.
+        """
+        with run_lock(self.run_dir, enabled=self.dist.is_main):
+            return self._fit(resume, overwrite)
+
+    def _fit(self, resume: bool, overwrite: bool) -> dict[str, Any]:
+        self.prepare(resume, overwrite)
         self._logger = logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.cfg.tensorboard,
                                               resume_step=self.step if resume else None,
-                                              resume_epoch=self.epoch - 1 if resume else None)
+                                              resume_epoch=self.epoch if resume else None)
         stopped = False
         try:
             while self.epoch < self.cfg.epochs and not stopped:
@@ -187,8 +234,7 @@ class Trainer:
             logger.close()
             self._logger = None
         if self.dist.is_main and self.cfg.plot and not stopped:
-            plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png",
-                                title=str(self.run_config.get("name", "")))
+            plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png", title=self._title())
         last = dict(self.history[-1]) if self.history else {}
         last["stopped"] = stopped
         last["step"] = self.step
@@ -215,7 +261,7 @@ class Trainer:
             totals[2] += correct
             self.step += 1
             self.batch_in_epoch = b + 1
-            logger.log_step(self.step, self.epoch, loss_sum / n, correct / n)
+            logger.log_step(self.step, self.epoch + 1, loss_sum / n, correct / n)
             bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
             bar.update(1)
             if self.on_step is not None:
@@ -234,14 +280,14 @@ class Trainer:
     def _end_epoch(self, logger: MetricsLogger, seconds: float) -> None:
         test_loss, test_acc = self.evaluate(self.test_set)
         n, loss_sum, correct = self._epoch_totals
-        row = {"epoch": self.epoch, "step": self.step, "train_loss": loss_sum / max(n, 1),
+        row = {"epoch": self.epoch + 1, "step": self.step, "train_loss": loss_sum / max(n, 1),
                "train_accuracy": correct / max(n, 1), "test_loss": test_loss, "test_accuracy": test_acc,
                "seconds": self._epoch_seconds + seconds}
         self.history.append(row)
         logger.log_epoch(row)
         if self.dist.is_main:
-            log.info("epoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.1f s", self.epoch,
-                     row["train_loss"], 100 * row["train_accuracy"], test_loss, 100 * test_acc, row["seconds"])
+            log.info("epoch %d/%d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.1f s", row["epoch"],
+                     self.cfg.epochs, row["train_loss"], 100 * row["train_accuracy"], test_loss, 100 * test_acc, row["seconds"])
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch += 1
@@ -258,9 +304,23 @@ class Trainer:
         enabled = self.cfg.progress and self.dist.is_main and tqdm is not None
         if not enabled:
             return _NoBar()
-        interval = 0.1 if sys.stderr.isatty() else 5.0  # a log file gets a line every few seconds
+        # disable=None is tqdm's own non-tty rule: no bar when stderr is a file or a pipe (a log then
+        # gets the one line per epoch that _end_epoch writes).
         return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="step", leave=False,
-                    dynamic_ncols=True, mininterval=interval)
+                    dynamic_ncols=True, mininterval=0.1, disable=None)
+
+    def _title(self) -> str:
+        """The plot's title: learner, model, final test accuracy (and the run's name)."""
+        parts = [type(self.learner).__name__]
+        variant = getattr(self.learner, "variant", None)
+        if isinstance(variant, str):
+            parts[0] += f" ({variant})"
+        parts.append(type(self.model).__name__)
+        if self.history and math.isfinite(self.history[-1].get("test_accuracy", math.nan)):
+            last = self.history[-1]
+            parts.append(f"test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} epochs")
+        name = self.run_config.get("name")
+        return (f"{name}: " if name else "") + " · ".join(parts)
 
     @torch.no_grad()
     def evaluate(self, dataset: TensorDataset) -> tuple[float, float]:

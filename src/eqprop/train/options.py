@@ -1,0 +1,68 @@
+"""Checks of the scalar options of a run (integers and real numbers), each a one-sentence error.
+
+Hydra parses ``trainer.epochs=2.5`` as a float and ``optim.lr=abc`` as a string; without a check
+the first would train 3 epochs (``range`` over a rounded count) and the second fail deep inside
+torch. Every integer option of the trainer and the run goes through :func:`integer`, every
+real-valued optimizer option through :func:`real`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["integer", "real", "check_run_options", "OPTIMIZER_REALS"]
+
+OPTIMIZER_REALS = ("lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "rho", "lr_decay", "betas")
+"""Optimizer options that must be real numbers (``betas``: a pair of them)."""
+
+
+def integer(name: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as an int, or a :class:`ConfigurationError` naming ``name``.
+
+    An integer-valued float (``3.0``) is accepted; ``2.5``, a string, or a bool is refused.
+    """
+    if value is None and allow_none:
+        return None
+    kind = f"an integer ≥ {minimum}" if minimum is not None else "an integer"
+    kind += " or null" if allow_none else ""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        ok = True
+    if not ok:
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}; write it as a whole number, e.g. {name}=3.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{name} must be {kind}, got {value}.")
+    return value
+
+
+def real(name: str, value: Any, minimum: float | None = None) -> float:
+    """``value`` as a finite float, or a :class:`ConfigurationError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ConfigurationError(f"{name} must be a finite real number, got {value!r}; e.g. {name}=0.01.")
+    if minimum is not None and float(value) < minimum:
+        raise ConfigurationError(f"{name} must be ≥ {minimum}, got {value}.")
+    return float(value)
+
+
+def check_run_options(cfg: Any) -> None:
+    """Check the top-level integers (seed, num_threads) and the optimizer's real options of a composed config."""
+    integer("seed", cfg.get("seed"))
+    integer("num_threads", cfg.get("num_threads"), minimum=1, allow_none=True)
+    optim = cfg.get("optim") or {}
+    for key in OPTIMIZER_REALS:
+        if key not in optim:
+            continue
+        value = optim[key]
+        if key == "betas":
+            values = list(value) if not isinstance(value, (str, bytes, numbers.Number)) and value is not None else [value]
+            if len(values) != 2:
+                raise ConfigurationError(f"optim.betas must be a pair of real numbers, got {value!r}; e.g. optim.betas=[0.9,0.999].")
+            for i, v in enumerate(values):
+                real(f"optim.betas[{i}]", v, minimum=0.0)
+        else:
+            real(f"optim.{key}", value, minimum=0.0)
