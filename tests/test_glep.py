@@ -18,8 +18,8 @@ from eqprop.baselines.lagrangian import LagrangianBPTT, LagrangianImplicit
 from eqprop.check import log_log_slope, relative_error
 from eqprop.costs import SquaredError
 from eqprop.errors import ConfigurationError, ConvergenceError, ShapeError
-from eqprop.learners.glep import GLEP, free_trajectory
-from eqprop.learners.lagrangian_sequence import TrajectoryNudge
+from eqprop.estimators.lagrangian import TrajectoryNudge, free_trajectory
+from eqprop.learners.glep import GLEP
 from eqprop.models import LinearHRU
 from eqprop.models.lagrangian import LagrangianModel
 from eqprop.solvers.boundary import BoundaryNewton

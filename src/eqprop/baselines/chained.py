@@ -27,6 +27,7 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..estimators.base import Estimate, Learner
 from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
+from ..estimators.defaults import default_solver
 from ..solvers.relaxation import Relaxation
 from .implicit import neumann_series
 
@@ -71,7 +72,7 @@ class ChainedBackprop(Learner):
 
     def _solvers(self, model) -> list:
         solvers = per_block(self.solver, len(model), "solver")
-        return [s if s is not None else b.default_solver() for s, b in zip(solvers, model.blocks)]
+        return [s if s is not None else default_solver(b) for s, b in zip(solvers, model.blocks)]
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         return predict_chain(check_ffebm(model, "ChainedBackprop"), x, self._solvers(model))

@@ -13,14 +13,15 @@ free phase of the discrete-time map s_{t+1} = ρ(∂Φ/∂s(s_t, θ)) (:class:`e
 Theory (float64): ΔEP(β, t) = −∇(t) + O(β) one-sided, + O(β²) centered, at every t;
 ΔEP_s(β, 0) = −∂ℓ/∂s exactly. With lr = η > 0 (C-EP) the deviation is O(β) + c·η/β.
 Weights are compared with the batch-mean loss; neural updates per sample (loss Σ_b ℓ_b).
-Check: tests/test_gdu.py. This module knows learners only through ``ContinualEP``.
+Check: tests/test_gdu.py. This module knows learners only through the declared capability
+:class:`eqprop.estimators.capabilities.PerStepUpdates` (``eqprop.learners.ContinualEP`` by default).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -28,7 +29,8 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..estimators.base import check_beta, check_inputs
-from ..learners.continual_ep import ContinualEP, discrete_map
+from ..estimators.capabilities import PerStepUpdates, discrete_map, per_step_learner
+from ..estimators.defaults import default_solver
 
 __all__ = ["GDUReport", "gdu", "bptt_per_step"]
 
@@ -174,6 +176,7 @@ def gdu(
     lr: float = 0.0,
     solver=None,
     cost: Cost | None = None,
+    learner: Callable[..., PerStepUpdates] | None = None,
 ) -> GDUReport:
     """Run BPTT and EP (or C-EP with ``lr`` > 0) on the same converged free phase; see the module doc.
 
@@ -184,16 +187,18 @@ def gdu(
         solver: an :class:`eqprop.solvers.FixedPoint` whose free relaxation must converge
             (residual ≪ β|∇|, or the residual enters as residual/β); ``None``: the model's default.
         cost: ℓ (``None``: squared error).
+        learner: the factory of the per-step learner, called as ``learner(±beta, lr=, steps=,
+            solver=, cost=)`` (``None``: :class:`eqprop.learners.ContinualEP`).
     """
     if variant not in VARIANTS:
         raise ConfigurationError(f"Unknown GDU variant {variant!r}; choose one of {VARIANTS}.")
     beta = abs(check_beta("beta", beta))
     check_inputs(model, x, y)
     cost = cost if cost is not None else SquaredError()
-    solver = discrete_map(solver if solver is not None else model.default_solver())
+    solver = discrete_map(solver if solver is not None else default_solver(model))
     signs = {"positive": (1.0,), "negative": (-1.0,), "centered": (1.0, -1.0)}[variant]
     # built first: they validate lr and steps before any relaxation runs
-    learners = [ContinualEP(sign * beta, lr=lr, steps=steps, solver=solver, cost=cost) for sign in signs]
+    learners = [per_step_learner(learner, sign * beta, lr=lr, steps=steps, solver=solver, cost=cost) for sign in signs]
     lr = learners[0].lr
     if lr != 0.0 and variant == "centered":
         raise ConfigurationError("C-EP (lr > 0) moves the parameters along one nudged phase; use variant='positive' or 'negative'.")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError, ShapeError
 from ..models.ff_ebm import FFEBM
 from ..solvers.relaxation import Relaxation
+from .defaults import check_energy_solver, default_solver
 
 __all__ = ["BlockPass", "chain_free_pass", "predict_chain", "check_ffebm", "check_solvers", "feedforward_vjp",
            "per_block"]
@@ -38,8 +39,7 @@ class BlockPass:
 def check_solvers(value: Any, name: str) -> None:
     """``value`` is ``None``, a relaxation solver, or a list of them (one per block)."""
     for v in value if isinstance(value, (list, tuple)) else [value]:
-        if v is not None and not isinstance(v, Relaxation):
-            raise ConfigurationError(f"{name} must be an eqprop relaxation solver (or one per block), got {type(v).__name__}.")
+        check_energy_solver(v, f"{name} (one for all blocks or one per block)")
 
 
 def per_block(value: Any, n: int, name: str) -> list:
@@ -67,7 +67,7 @@ def chain_free_pass(model: FFEBM, x: Tensor, solvers: Sequence[Relaxation | None
             x_k = model.block_input(k, below)
         x_free = x_k.detach()
         context = block.prepare(x_free)
-        solver = solver if solver is not None else block.default_solver()
+        solver = solver if solver is not None else default_solver(block)
         state, status = solver.solve(block, x_free, block.init_state(x_free), context=context)
         state = tuple(s.detach() for s in state)
         output = block.output(state)

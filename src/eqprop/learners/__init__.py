@@ -1,8 +1,9 @@
 """Learners: gradient estimators that use simulations of the system alone (EP and its family)."""
 
 from ..estimators.base import Estimate, Learner, StepOutput
+from ..estimators.capabilities import EPUpdates
 from .contrastive import ContrastiveLearning, CoupledLearning
-from .continual_ep import ContinualEP, EPUpdates, ep_updates
+from .continual_ep import ContinualEP, ep_updates
 from .dtp import DTP
 from .ep import EP
 from .ff_ebm import ChainedEP, LinearCost

@@ -31,39 +31,20 @@ tests/test_gdu.py (ΔEP vs BPTT step by step, slopes in β).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
-from ..solvers.relaxation import FixedPoint, Nudge, Relaxation
 from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs
+from ..estimators.capabilities import EPUpdates, discrete_map, offers_per_step_updates
 from ..estimators.energy_based import EnergyLearner
+from ..solvers.relaxation import Nudge, Relaxation
 
 __all__ = ["ContinualEP", "EPUpdates", "ep_updates"]
 
 
-@dataclass
-class EPUpdates:
-    """Per-step updates of a nudged phase of K steps (index t = 0..K−1).
-
-    ``weights[name]``: [K, *shape], ΔEP_θ(β, t) (for C-EP: (θ_{t+1} − θ_t)/η), batch mean.
-    ``neural[k]``: [K, batch, ...], ΔEP_s(β, t) of state layer k (pre-activation, per sample).
-    ``total[name]``: Σ_t weights, the whole displacement divided by η (−1 × the estimate).
-    """
-
-    weights: dict[str, Tensor]
-    neural: tuple[Tensor, ...]
-    total: dict[str, Tensor]
-    free: tuple[Tensor, ...]
-    loss: Tensor
-    prediction: Tensor
-    info: dict[str, Any] = field(default_factory=dict)
-
-
+@offers_per_step_updates
 class ContinualEP(EnergyLearner):
     r"""Continual EP (Ernoult, Grollier, Querlioz, Bengio, Scellier 2020): C-EP updates of
     θ during the nudged phase, local in space and time.
@@ -84,8 +65,8 @@ class ContinualEP(EnergyLearner):
         beta: nudging strength β, non-zero; keep η ≪ β (the deviation from BPTT is O(β) + c·η/β).
         lr: η ≥ 0, the rate of the parameter dynamics during the nudged phase.
         steps: K, the number of nudged steps (a fixed count: the parameters move at each step).
-        solver: :class:`eqprop.solvers.FixedPoint` (its step is the discrete-time map); ``None``:
-            the model's default, which must be a FixedPoint.
+        solver: :class:`eqprop.solvers.FixedPoint` (its step is the discrete-time map), or any solver
+            declaring ``discrete_time_map = True``; ``None``: the model's default, likewise.
         cost: the cost ℓ (``None``: squared error).
     """
 
@@ -112,8 +93,9 @@ class ContinualEP(EnergyLearner):
         if solver is not None:
             discrete_map(solver)
 
-    def map_for(self, model) -> FixedPoint:
-        """The discrete-time map: the given solver or the model's default, which must be a FixedPoint."""
+    def map_for(self, model) -> Relaxation:
+        """The discrete-time map: the given solver or the model's default, which must declare
+        ``discrete_time_map`` (``FixedPoint`` does)."""
         return discrete_map(self.solver_for(model))
 
     # -- the contract ---------------------------------------------------------------------------
@@ -210,16 +192,6 @@ class ContinualEP(EnergyLearner):
 def ep_updates(model, x: Tensor, y: Tensor, beta: float, steps: int = 20, solver=None, cost=None) -> EPUpdates:
     """ΔEP_θ(β, t) and ΔEP_s(β, t) of standard EP (frozen parameters) for t = 0..steps−1."""
     return ContinualEP(beta, lr=0.0, steps=steps, solver=solver, cost=cost).updates(model, x, y)
-
-
-def discrete_map(solver) -> FixedPoint:
-    """Check that a solver's step is the discrete-time map s ← ρ(∂Φ/∂s − β∂ℓ/∂s)."""
-    if not isinstance(solver, FixedPoint):
-        raise ConfigurationError(
-            f"The step-by-step (C-EP / GDU) dynamics are the FixedPoint map s ← ρ(∂Φ/∂s − β∂C/∂s); "
-            f"got {type(solver).__name__} — pass solver=eqprop.solvers.FixedPoint(...) and a Hopfield-form model."
-        )
-    return solver
 
 
 def _check_output_parameter_free(model, cost: Cost, x: Tensor) -> None:

@@ -36,6 +36,7 @@ from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..estimators.base import Estimate, Learner, check_beta
 from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
+from ..estimators.defaults import default_solver
 from ..estimators.energy_based import concat_states, repeat_batch
 from ..models.ff_ebm import FFEBM
 from ..solvers.relaxation import Nudge, Relaxation
@@ -138,7 +139,7 @@ class ChainedEP(Learner):
         cost, target = self.cost, y
         for k in reversed(range(len(model))):
             block, record = model.blocks[k], passes[k]
-            solver = nudged_solvers[k] if nudged_solvers[k] is not None else block.default_solver()
+            solver = nudged_solvers[k] if nudged_solvers[k] is not None else default_solver(block)
             n = len(relaxed)
             state, info["nudged"][k] = solver.solve(
                 block, repeat_batch(record.block_input.detach(), n), concat_states([record.state] * n),

@@ -37,59 +37,23 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..solvers.boundary import BoundaryNewton, end_momentum, start_momentum
 from ..estimators.base import Estimate, Learner, check_beta
-from .lagrangian_sequence import (
+from ..estimators.lagrangian import (
     TrajectoryNudge,
+    check_boundary,
     check_lagrangian,
     check_sequence,
+    free_trajectory,
     outputs_of,
+    predict_outputs,
     solver_and_cost,
     target_mode,
 )
+from ..solvers.boundary import BoundaryNewton, end_momentum, start_momentum
 
-__all__ = ["GLEP", "BOUNDARY_CONDITIONS", "free_trajectory"]
+__all__ = ["GLEP"]
 
-BOUNDARY_CONDITIONS = ("echo", "fixed_ends", "periodic", "initial_value")
 VARIANTS = ("centered", "positive")
-
-
-def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
-    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph).
-
-    Resets ``solver.last_residual``, which then holds the worst Newton residual from this free
-    solve on (the nudged solves that follow it included).
-    """
-    solver.last_residual = 0.0
-    with torch.no_grad():
-        s0, p0 = model.initial_conditions(x)
-    if boundary in ("echo", "initial_value"):
-        return solver.shoot_forward(model, x, s0, p0)
-    steps = x.shape[1]
-    if boundary == "fixed_ends":
-        with torch.no_grad():
-            s_end = model.end_state(x)
-        weights = torch.linspace(0.0, 1.0, steps + 1, dtype=s0.dtype, device=s0.device).view(1, -1, 1)
-        guess = s0.unsqueeze(1) * (1 - weights) + s_end.unsqueeze(1) * weights
-    else:
-        guess = s0.unsqueeze(1).expand(-1, steps + 1, -1).contiguous()
-    return solver.solve(model, x, boundary, guess)
-
-
-def check_boundary(boundary: str) -> None:
-    """One sentence for a boundary condition that does not exist."""
-    if boundary not in BOUNDARY_CONDITIONS:
-        raise ConfigurationError(
-            f"Unknown boundary {boundary!r}; choose one of {', '.join(map(repr, BOUNDARY_CONDITIONS))}."
-        )
-
-
-def predict_outputs(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
-    """Outputs at s_1..s_N of the free trajectory under ``boundary``, [batch, T, ...]."""
-    check_lagrangian(model)
-    check_sequence(model, x)
-    with torch.no_grad():
-        return outputs_of(model, free_trajectory(model, x, boundary, solver))
 
 
 class GLEP(Learner):
@@ -105,6 +69,8 @@ class GLEP(Learner):
             it is non-zero only when init_state / end_state depend on θ).
     """
 
+    model_kinds = ("lagrangian",)
+
     def __init__(self, beta: float, boundary: str = "echo", variant: str = "centered",
                  solver: BoundaryNewton | None = None, cost: Cost | None = None, residual: bool = True) -> None:
         self.beta = check_beta("beta", beta)
@@ -118,10 +84,6 @@ class GLEP(Learner):
             )
         self.boundary, self.variant, self.residual = boundary, variant, bool(residual)
         self.solver, self.cost = solver_and_cost(solver, cost)
-
-    def __repr__(self) -> str:
-        return (f"GLEP(beta={self.beta}, boundary={self.boundary!r}, variant={self.variant!r}, "
-                f"solver={self.solver!r}, cost={self.cost!r})")
 
     # -- contract ------------------------------------------------------------------------------
     def predict(self, model, x: Tensor) -> Tensor:
