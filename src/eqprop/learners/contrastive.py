@@ -1,6 +1,7 @@
 """Contrastive learning (CL) and coupled learning (CpL): output units clamped, hidden units relax.
 
-Both need a model whose output is one of its state layers (``model.output_layer``).
+Both need a model whose output is one of its state layers: ``model.output_layer``, or the state
+layer that ``output(state)`` returns unchanged (found by identity).
 """
 
 from __future__ import annotations
@@ -22,18 +23,26 @@ __all__ = ["ContrastiveLearning", "CoupledLearning"]
 class _ClampedLearner(EnergyLearner):
     """Free phase, then relaxations with the output layer clamped; contrast of ∂_θE."""
 
-    def _output_layer(self, model) -> int:
+    def _output_layer(self, model, state=None) -> int:
+        """The clamped layer: ``model.output_layer``, or the state layer ``output(state)`` returns
+        itself (found by identity on the free state); a read-out that is no state layer is refused."""
         layer = getattr(model, "output_layer", None)
-        if layer is None:
-            raise ConfigurationError(
-                f"{type(self).__name__} clamps the output units, but {type(model).__name__}.output is not one "
-                "of its state layers; set the class attribute output_layer to that layer's index."
-            )
-        return layer
+        if layer is not None:
+            return layer
+        if state is not None:
+            out = model.output(state)
+            for k, s in enumerate(state):
+                if out is s:
+                    return k
+        raise ConfigurationError(
+            f"{type(self).__name__} clamps the output units, but {type(model).__name__}.output is not one "
+            "of its state layers; return a state layer unchanged from output(), or set the class attribute "
+            "output_layer to that layer's index, or train the model with EP."
+        )
 
     def clamped_phases(self, model, x, context, free, values: list[Tensor]):
         """Relax the hidden units from the free state with the output layer held at each value."""
-        layer = self._output_layer(model)
+        layer = self._output_layer(model, free)
         solver = self.solver_for(model)
         n = len(values)
         state, status = solver.solve(
@@ -46,8 +55,8 @@ class _ClampedLearner(EnergyLearner):
         return split_state(state, n), status
 
     def _free(self, model, x, y):
-        self._output_layer(model)
         context, free, status, out = self.free_equilibrium(model, x, y)
+        self._output_layer(model, free)
         return context, free, out, status
 
 

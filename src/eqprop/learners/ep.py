@@ -65,8 +65,9 @@ class EP(EnergyLearner):
         self.variant = variant
         self.nudged_solver = nudged_solver
         self.batch_phases = bool(batch_phases)
+        self.seed = None if seed is None else int(seed)
         self.generator = torch.Generator()
-        self.generator.manual_seed(0 if seed is None else int(seed))
+        self.generator.manual_seed(0 if seed is None else self.seed)
 
     def betas(self) -> tuple[float, float]:
         """(β₁, β₂) for this call (draws the sign for ``"random_sign"``)."""
@@ -128,5 +129,3 @@ class EP(EnergyLearner):
         if "generator" in state:
             self.generator.set_state(state["generator"])
 
-    def __repr__(self) -> str:
-        return f"EP(beta={self.beta}, variant={self.variant!r}, solver={self.solver!r}, cost={self.cost!r})"

@@ -69,8 +69,6 @@ class RHEL(Learner):
         self.cost = SquaredError() if cost is None else cost
         self.check_echo = bool(check_echo)
 
-    def __repr__(self) -> str:
-        return f"RHEL(epsilon={self.epsilon}, variant={self.variant!r}, integrator={self.integrator!r}, cost={self.cost!r})"
 
     # -- contract ------------------------------------------------------------------------------
     def predict(self, model, x: Tensor) -> Tensor:

@@ -76,10 +76,6 @@ class ContinuousRHEL(Learner):
         check_reversible(self.integrator, "ContinuousRHEL")
         check_grid_integrator(self.integrator, self.step_size, "ContinuousRHEL")
 
-    def __repr__(self) -> str:
-        return (f"ContinuousRHEL(epsilon={self.epsilon}, step_size={self.step_size}, variant={self.variant!r}, "
-                f"integrator={self.integrator!r})")
-
     def predict(self, model, x: Tensor) -> Tensor:
         """Outputs at every grid point, [batch, N + 1, ...]."""
         check_continuous_model(model)
