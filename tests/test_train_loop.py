@@ -61,6 +61,8 @@ def test_max_steps_then_resume_matches(tmp_path):
     reference.fit()
     stopped = make_trainer(tmp_path / "run", max_steps=5).fit()
     assert stopped["stopped"] and stopped["step"] == 5
+    again = make_trainer(tmp_path / "run", max_steps=5).fit(resume=True)  # the budget is spent: no further step
+    assert again["stopped"] and again["step"] == 5 and len(step_losses(tmp_path / "run")) == 5
     make_trainer(tmp_path / "run").fit(resume=True)
     assert step_losses(tmp_path / "run") == step_losses(tmp_path / "ref")
 

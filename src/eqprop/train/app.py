@@ -108,6 +108,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         raise ConfigurationError(f"dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}.")
     check_run_options(cfg)
     resume, overwrite = _flag("resume", cfg.get("resume", False)), _flag("overwrite", cfg.get("overwrite", False))
+    deterministic = _flag("deterministic", cfg.get("deterministic", True))
     if resume and overwrite:
         raise ConfigurationError("resume=true and overwrite=true contradict each other; pass one of them.")
     _trainer_config(OmegaConf.to_container(cfg.trainer, resolve=True), cfg.seed)
@@ -116,7 +117,7 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     ctx = init_distributed(cfg.trainer.get("backend", "auto"), cfg.device)
     device = _device(cfg.device, ctx)
     with run_lock(run_dir, enabled=ctx.is_main):  # held until the run ends: a second process is refused
-        determinism = seed_everything(int(cfg.seed), bool(cfg.deterministic))
+        determinism = seed_everything(int(cfg.seed), deterministic)
         splits = instantiate(cfg.data)
         _fill_data_info(cfg, splits)
         model = instantiate(cfg.model).to(device=device, dtype=_DTYPES[cfg.dtype])

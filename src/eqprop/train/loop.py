@@ -226,7 +226,9 @@ class Trainer:
         self._logger = logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.cfg.tensorboard,
                                               resume_step=self.step if resume else None,
                                               resume_epoch=self.epoch if resume else None)
-        stopped = False
+        stopped = self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        if stopped and self.dist.is_main:  # a resumed run already at its budget makes no further step
+            log.info("Already at step %d = trainer.max_steps; raise it (or drop it) to train on.", self.step)
         try:
             while self.epoch < self.cfg.epochs and not stopped:
                 stopped = self._train_epoch(logger)
