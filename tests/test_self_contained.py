@@ -74,3 +74,14 @@ def test_no_file_names_a_file_outside_the_repository():
         "These lines name a document outside the repository; cite the paper and the docs page "
         "(docs/theory.md or the learner's page) instead:\n" + "\n".join(hits)
     )
+
+
+def test_the_readme_links_resolve():
+    # The README is read on the repository page, outside the docs site (whose strict build checks
+    # the links of docs/): each relative link must name a file of the repository.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    relative = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert relative, "the README links to its docs pages"
+    missing = [link for link in relative if not (ROOT / link).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
