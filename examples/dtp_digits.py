@@ -4,7 +4,7 @@ Ernoult et al. 2022, "Towards scaling difference target propagation by learning 
 targets": a 64-128-128-10 ELU DTPNetwork, cross-entropy on the logits, per batch the L-DRL feedback
 training (K steps per feedback layer) and then DTP's forward update, both through
 ``DTP.step``; the same network trained by :class:`eqprop.baselines.Backprop` from the same
-initialisation. At the end of every epoch the script measures the angle between DTP's forward
+initialisation, and DTP with its random feedback left untrained (``feedback_steps=0``). At the end of every epoch the script measures the angle between DTP's forward
 update and the backprop gradient, layer by layer (``eqprop.check.angles``), on a fixed batch.
 Prints a table, writes ``dtp_digits.png`` into ``--out``. About a minute on one CPU core.
 
@@ -72,6 +72,7 @@ def main() -> None:
     cost = CrossEntropy()
     dtp = DTP(args.beta, cost=cost, feedback_steps=args.feedback_steps, noise=args.noise,
               feedback_lr=args.feedback_lr, seed=args.seed)
+    fixed = DTP(args.beta, cost=cost, feedback_steps=0)  # DTP with its random initial feedback, never trained
     backprop = Backprop(cost=cost)
     x_probe, y_probe = x[:256], y[:256]
     probe = lambda model: angles(dtp, backprop, model, x_probe, y_probe, by="layer")
@@ -80,7 +81,7 @@ def main() -> None:
     initial = DTPNetwork(sizes)
     random_feedback = probe(initial)  # the angles before any feedback training
     results = {}
-    for name, learner in (("DTP (L-DRL)", dtp), ("backprop", backprop)):
+    for name, learner in (("DTP (L-DRL)", dtp), ("DTP, random feedback", fixed), ("backprop", backprop)):
         model = DTPNetwork(sizes)
         model.load_state_dict(initial.state_dict())
         results[name] = train(learner, model, x, y, x_test, y_test, args, probe if learner is dtp else None)
@@ -95,7 +96,7 @@ def main() -> None:
               + f"  {100 * row['test_accuracy']:12.2f}%  {100 * bp['test_accuracy']:11.2f}%")
     final = {name: 100 * hist[-1]["test_accuracy"] for name, (hist, _) in results.items()}
     for name, (hist, seconds) in results.items():
-        print(f"{name:12s} test accuracy {final[name]:.2f} % ({seconds:.0f} s)")
+        print(f"{name:21s} test accuracy {final[name]:.2f} % ({seconds:.0f} s)")
     print(f"gap backprop − DTP: {final['backprop'] - final['DTP (L-DRL)']:+.2f} points (target ≤ 1.5)")
 
     import matplotlib
