@@ -90,3 +90,51 @@ def test_final_line_names_the_epoch_of_the_csv(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"test accuracy: {100 * result['test_accuracy']:.2f}% (epoch 2/2, 4 steps;" in out
     assert read_csv(tmp_path / "metrics.csv")[-1]["epoch"] == "2"
+
+
+class Diverging:
+    """EP that goes wrong at step ``at``: a non-finite loss, or (``poison``) an infinite parameter after the step."""
+
+    def __init__(self, inner, at, poison=False):
+        self.inner, self.at, self.poison, self.calls = inner, at, poison, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, model, x, y):
+        self.calls += 1
+        out = self.inner.step(model, x, y)
+        if self.calls == self.at and not self.poison:
+            out.loss = torch.full_like(out.loss, float("nan"))
+        if self.calls == self.at and self.poison:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("inf")
+        return out
+
+
+@pytest.mark.parametrize("poison, message", [(False, "Training diverged at step 3 .*batch loss is nan"),
+                                             (True, "Parameter '.*' holds NaN or infinity at step 4")])
+def test_a_diverging_run_stops_with_one_sentence_and_keeps_the_good_checkpoint(tmp_path, poison, message):
+    from eqprop.errors import NonFiniteError
+    from eqprop.train import load_checkpoint
+
+    trainer = make_trainer(tmp_path, progress=False, checkpoint_every=2, epochs=3)
+    trainer.learner = Diverging(trainer.learner, at=4 if poison else 3, poison=poison)
+    with pytest.raises(NonFiniteError, match=message):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(tmp_path / "checkpoint.pt")["model"].values())
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    make_trainer(tmp_path, progress=False).fit()
+    with pytest.raises(ConfigurationError, match="done 2 epochs already, more than trainer.epochs=1"):
+        make_trainer(tmp_path, progress=False, epochs=1).fit(resume=True)
+
+
+def test_labels_outside_the_declared_classes_are_refused(tmp_path):
+    splits = load_digits(limit_train=32, limit_test=20)
+    model = eqprop.models.HopfieldMLP([64, 8, 5])
+    with pytest.raises(ConfigurationError, match="outside 0..4 of n_classes=5"):
+        Trainer(model, eqprop.learners.EP(0.5), torch.optim.SGD(model.parameters(), lr=0.01), splits.train,
+                splits.test, tmp_path, TrainerConfig(progress=False), n_classes=5)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from ..costs import SquaredError
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, NonFiniteError
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistributedContext, all_gather_object, all_reduce_gradients, all_reduce_sum, broadcast_parameters
 from .metrics import MetricsLogger, plot_learning_curve
@@ -137,6 +137,14 @@ class Trainer:
         self.sampler = DistributedSampler(train, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=self.cfg.seed, drop_last=True)
         self._declared_classes = None if n_classes is None else integer("n_classes", n_classes, minimum=1)
+        if self._declared_classes is not None:
+            for split, dataset in (("training", train), ("test", test)):
+                labels = dataset.tensors[1]
+                if not labels.is_floating_point() and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes:
+                    raise ConfigurationError(
+                        f"The {split} labels span {int(labels.min())}..{int(labels.max())}, outside 0..{n_classes - 1} "
+                        f"of n_classes={n_classes}; pass the dataset's class count or fix the labels."
+                    )
         self._check_steps_per_epoch()
         self._prepared: bool | None = None  # resume flag of the prepared run, None before prepare()
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
@@ -208,6 +216,11 @@ class Trainer:
             return
         if resume:
             self.load(self.checkpoint_path)
+            if self.epoch > self.cfg.epochs:
+                raise ConfigurationError(
+                    f"The run has done {self.epoch} epochs already, more than trainer.epochs={self.cfg.epochs}; resume "
+                    f"with trainer.epochs ≥ {self.epoch}, or load it with eqprop.train.load_run to use it as it is."
+                )
         elif self.dist.is_main:
             check_fresh_start(self.run_dir, overwrite)
         self._prepared = bool(resume)
@@ -258,6 +271,12 @@ class Trainer:
             self.optimizer.step()
             # One read-back per step: the batch's totals, summed over the processes.
             n, loss_sum, correct = all_reduce_sum(_batch_totals(out.loss, out.prediction, labels), self.dist)
+            if not math.isfinite(loss_sum):  # raised before any save: the checkpoint on disk stays the last good one
+                raise NonFiniteError(
+                    f"Training diverged at step {self.step + 1} (epoch {self.epoch + 1}): the batch loss is {loss_sum / n}; "
+                    f"the last checkpoint is kept; lower optim.lr (or learner.beta), or try dtype=float64, and start again "
+                    f"with overwrite=true."
+                )
             totals[0] += n
             totals[1] += loss_sum
             totals[2] += correct
@@ -363,6 +382,13 @@ class Trainer:
         }
 
     def save(self) -> None:
+        for name, p in self.model.named_parameters():  # never checkpoint a diverged model over a good one
+            if not bool(torch.isfinite(p).all()):
+                raise NonFiniteError(
+                    f"Parameter {name!r} holds NaN or infinity at step {self.step} (epoch {self.epoch + 1}); the last "
+                    f"checkpoint is kept; lower optim.lr (or learner.beta), or try dtype=float64, and start again with "
+                    f"overwrite=true."
+                )
         state = self.state()
         if self.dist.is_main:
             if self._logger is not None:
