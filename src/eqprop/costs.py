@@ -22,7 +22,14 @@ __all__ = ["Cost", "SquaredError", "CrossEntropy"]
 
 
 class Cost:
-    """Base class: a per-sample cost C(o, y) with its closed-form gradient ∂C/∂o."""
+    """Base class: a per-sample cost C(o, y) with its closed-form gradient ∂C/∂o.
+
+    ``target_encoding`` declares how class labels reach the cost: ``"one_hot"`` (a target shaped
+    like the output, as :class:`SquaredError` takes it) or ``"index"`` (integer class indices, as
+    :class:`CrossEntropy` takes them); the training loop encodes labels accordingly.
+    """
+
+    target_encoding: str = "index"
 
     def __call__(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -83,6 +90,8 @@ class SquaredError(Cost):
     The square is written without a complex conjugate so that C stays complex-analytic in o,
     as holomorphic EP requires.
     """
+
+    target_encoding = "one_hot"
 
     def __call__(self, output: Tensor, target: Tensor) -> Tensor:
         diff = output - target.to(output.dtype)

@@ -9,9 +9,10 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..solvers.relaxation import Nudge, Relaxation
 from ..estimators.base import Estimate, check_beta
+from ..estimators.defaults import check_energy_solver
 from ..estimators.energy_based import EnergyLearner, concat_states, repeat_batch, split_state
+from ..solvers.relaxation import Nudge, Relaxation
 
 __all__ = ["EP"]
 
@@ -59,8 +60,7 @@ class EP(EnergyLearner):
         super().__init__(solver, cost)
         if variant not in VARIANTS:
             raise ConfigurationError(f"Unknown EP variant {variant!r}; choose one of {VARIANTS}.")
-        if nudged_solver is not None and not isinstance(nudged_solver, Relaxation):
-            raise ConfigurationError(f"nudged_solver must be an eqprop relaxation solver, got {type(nudged_solver).__name__}.")
+        check_energy_solver(nudged_solver, "nudged_solver")
         self.beta = check_beta("beta", beta)
         self.variant = variant
         self.nudged_solver = nudged_solver

@@ -135,11 +135,15 @@ class HSSM(HamiltonianModel):
     def predict_parallel(self, x: Tensor) -> Tensor:
         """Outputs o_k for all k, [batch, T, output_size], by a parallel scan per layer.
 
-        Only for stacks of :class:`LinearHRU` stepped by position Verlet with their own dt; equal
+        Only for stacks whose layers offer ``trajectory(u_seq)`` — the parallel scan of position
+        Verlet with the layer's own dt (:class:`LinearHRU`); equal
         to the sequential simulation (tests/test_hamiltonian_models.py), O(log T) depth.
         """
-        if not all(isinstance(layer, LinearHRU) for layer in self.layers):
-            raise ConfigurationError("predict_parallel needs every layer to be a LinearHRU; use a learner's predict.")
+        if not all(callable(getattr(layer, "trajectory", None)) for layer in self.layers):
+            raise ConfigurationError(
+                "predict_parallel needs every layer to offer trajectory(u_seq) (a parallel scan, as LinearHRU "
+                "does); use a learner's predict."
+            )
         z = self.encode(x)
         for index, layer in enumerate(self.layers):
             q_seq, _ = layer.trajectory(z)
