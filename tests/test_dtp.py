@@ -213,3 +213,26 @@ def test_per_layer_lists_must_match_the_model_and_models_refuse_bad_sizes():
         DTPConvNetwork((1, 8, 8), channels=[2], n_classes=3, kernel_size=2)
     with pytest.raises(ConfigurationError, match="by must be"):
         angles(DTP(0.1), Backprop(), model, torch.randn(3, 4), torch.randn(3, 2), by="module")
+
+
+def test_noise_generator_state_is_refused_on_another_kind_of_device():
+    model, x = DTPNetwork([4, 5, 2]), torch.randn(3, 4)
+    learner = DTP(0.1, feedback_steps=1, seed=0)
+    learner.train_feedback(model, x)
+    device, state = learner.state_dict()["generator"]
+    assert device == "cpu"
+    resumed = DTP(0.1, feedback_steps=1, seed=0)
+    resumed.load_state_dict({"generator": ("cuda", state)})
+    with pytest.raises(ConfigurationError, match="saved on cuda"):
+        resumed.train_feedback(model, x)
+    with pytest.raises(ConfigurationError, match="momentum"):
+        resumed.load_state_dict({"rng": state})
+
+
+def test_names_and_keywords_as_documented():
+    model = DTPNetwork(sizes=[6, 5, 3], activation="elu")
+    assert model.feedback_layers[0] is None
+    assert model.feedback_layers[1].weight.shape == model.forward_layers[1].weight.t().shape
+    DTP(0.1, cost=None)
+    Backprop(cost=None)
+    DTPConvNetwork(input_shape=(1, 8, 8), channels=[2], n_classes=3, kernel_size=3, activation="elu")

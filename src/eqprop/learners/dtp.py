@@ -128,13 +128,14 @@ class DTP(Learner):
             raise ConfigurationError(f"seed must be an integer or None, got {seed!r}.")
         self.seed = seed
         self._generator: torch.Generator | None = None
-        self._generator_state: Tensor | None = None
+        self._generator_state: tuple[str, Tensor] | None = None
         self._momentum: dict[str, Tensor] = {}
 
     # -- model checks ---------------------------------------------------------------------------
     def _check_model(self, model: nn.Module) -> None:
+        needs = ("forward_step", "feedback_step", "check_feedback", "states")
         if not (hasattr(model, "feedback_layers") and hasattr(model, "forward_layers")
-                and callable(getattr(model, "forward_step", None)) and callable(getattr(model, "feedback_step", None))):
+                and all(callable(getattr(model, name, None)) for name in needs)):
             raise ConfigurationError(
                 f"DTP needs a model with feedback layers (eqprop.models.DTPNetwork or DTPConvNetwork), got "
                 f"{type(model).__name__}; train a plain feedforward model with eqprop.baselines.Backprop."
@@ -158,7 +159,13 @@ class DTP(Learner):
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(self.seed)
             if self._generator_state is not None:
-                self._generator.set_state(self._generator_state)
+                saved, self._generator_state = self._generator_state, None
+                if saved[0] != device.type:
+                    raise ConfigurationError(
+                        f"DTP's noise generator was saved on {saved[0]} and cannot continue on {device.type}; "
+                        "resume on the same kind of device."
+                    )
+                self._generator.set_state(saved[1])
         return self._generator
 
     # -- feedback training ----------------------------------------------------------------------
@@ -183,6 +190,7 @@ class DTP(Learner):
             try:
                 for p in params:
                     p.requires_grad_(True)
+                loss = None
                 for _ in range(steps):
                     with torch.enable_grad():
                         loss = difference_reconstruction_loss(
@@ -201,6 +209,7 @@ class DTP(Learner):
                                 self._momentum[name] = buf
                                 g = buf
                             p.sub_(lr * g)
+                if loss is not None:  # one read-back per layer, not per step
                     losses[f"feedback_layers.{i}"] = float(loss.detach())
             finally:
                 for p, flag in zip(params, flags):
@@ -254,7 +263,7 @@ class DTP(Learner):
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"momentum": {k: v.detach().cpu().clone() for k, v in self._momentum.items()}}
         if self._generator is not None:
-            state["generator"] = self._generator.get_state()
+            state["generator"] = (self._generator.device.type, self._generator.get_state())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
