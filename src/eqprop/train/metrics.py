@@ -125,7 +125,10 @@ def plot_learning_curve(metrics_csv: str | os.PathLike, out_png: str | os.PathLi
     positive = all(float(r[f"{split}_loss"]) > 0 for r in rows for split in ("train", "test"))
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log" if positive else "linear")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers, from 1
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

@@ -80,6 +80,9 @@ def _plot(run_dirs: list[Path], names: dict[Path, str], out_png: Path) -> Path |
         ax.plot([int(r["epoch"]) for r in epochs], [100 * float(r["test_accuracy"]) for r in epochs], "-o",
                 markersize=3, label=names[run_dir])
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"sweep {out_png.parent.name}: test accuracy per run")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
