@@ -7,11 +7,17 @@ The core needs only torch, numpy and scipy; ``eqprop.train`` and ``eqprop.data``
 """
 
 from . import baselines, check, costs, errors, estimators, learners, models, solvers
+from .costs import Cost
 from .estimators import EnergyLearner, Estimate, Learner, StepOutput
+from .models import EnergyModel, HamiltonianModel, HopfieldEnergy, LagrangianModel
+from .solvers import Integrator, Relaxation
 
 __version__ = "0.1.0"
 
+# what a user subclasses: the contract and the base classes of learners, models, solvers and costs
 __all__ = [
     "models", "solvers", "costs", "estimators", "learners", "baselines", "check", "errors",
-    "Learner", "EnergyLearner", "Estimate", "StepOutput", "__version__",
+    "Learner", "EnergyLearner", "Estimate", "StepOutput",
+    "EnergyModel", "HopfieldEnergy", "HamiltonianModel", "LagrangianModel", "Integrator", "Relaxation", "Cost",
+    "__version__",
 ]
