@@ -17,6 +17,7 @@ from ..costs import Cost
 from ..errors import ConfigurationError
 from ..estimators.base import Estimate
 from ..estimators.energy_based import EnergyLearner
+from ..solvers.integrators import Integrator
 from ..solvers.relaxation import Relaxation
 
 __all__ = ["BPTT"]
@@ -39,6 +40,10 @@ class BPTT(EnergyLearner):
     def __init__(self, solver: Relaxation | None = None, integrator: Any = None, cost: Cost | None = None) -> None:
         if solver is not None and integrator is not None:
             raise ConfigurationError("Give BPTT either a solver (static model) or an integrator (sequence model), not both.")
+        if integrator is not None and not isinstance(integrator, Integrator):
+            raise ConfigurationError(
+                f"integrator must be an eqprop integrator such as eqprop.solvers.PositionVerlet(), got {integrator!r}."
+            )
         super().__init__(solver, cost)
         self.integrator = integrator
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..estimators.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner, check_tol, positive_int
 from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
 from ..estimators.defaults import default_solver
 from ..solvers.relaxation import Relaxation
@@ -67,8 +67,8 @@ class ChainedBackprop(Learner):
         self.solver = solver
         self.cost = cost if cost is not None else SquaredError()
         self.method = method
-        self.tol = float(tol)
-        self.max_iter = int(max_iter)
+        self.tol = check_tol("tol", tol, allow_none=False)
+        self.max_iter = positive_int("max_iter", max_iter)
 
     def _solvers(self, model) -> list:
         solvers = per_block(self.solver, len(model), "solver")
@@ -82,7 +82,7 @@ class ChainedBackprop(Learner):
         if self.method == "bptt":
             return self._bptt(model, x, y)
         solvers = self._solvers(model)
-        passes = chain_free_pass(model, x, solvers)
+        passes = chain_free_pass(model, x, solvers, "ChainedBackprop(method='implicit')")
         batch = x.shape[0]
         top = model.blocks[-1].output(passes[-1].state).detach()
         self.cost.check_target(top, y)
@@ -140,6 +140,3 @@ class ChainedBackprop(Learner):
             grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
         by_name = {n: g for (n, _), g in zip(params, grads) if g is not None}
         return Estimate(grads=by_name, loss=loss.detach(), prediction=below.detach(), info={"free": statuses})
-
-    def __repr__(self) -> str:
-        return f"ChainedBackprop(method={self.method!r}, solver={self.solver!r}, cost={self.cost!r})"

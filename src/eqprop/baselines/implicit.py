@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, ConvergenceError
-from ..estimators.base import Estimate
+from ..estimators.base import Estimate, check_tol, positive_int
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Relaxation
 
@@ -56,8 +56,8 @@ class ImplicitDifferentiation(EnergyLearner):
         if method not in ("neumann", "cg"):
             raise ConfigurationError(f"Unknown method {method!r}; choose 'neumann' or 'cg'.")
         self.method = method
-        self.tol = float(tol)
-        self.max_iter = int(max_iter)
+        self.tol = check_tol("tol", tol, allow_none=False)
+        self.max_iter = positive_int("max_iter", max_iter)
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         _, state, status, out = self.free_equilibrium(model, x, y)

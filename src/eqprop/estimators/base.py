@@ -23,10 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
+from ..models._checks import positive_int
+from ..solvers.relaxation import check_tol
 from ..errors import ConfigurationError, EqpropError, NonFiniteError, ShapeError
 
 __all__ = ["Estimate", "StepOutput", "Learner", "check_inputs", "check_beta", "check_cost", "check_parameters",
-           "check_model_methods", "check_model_kind", "model_kind", "complete_grads", "all_finite", "settings"]
+           "check_model_methods", "check_model_kind", "check_flag", "check_seed", "check_tol",
+           "positive_int", "model_kind", "complete_grads", "all_finite", "settings"]
 
 
 @dataclass
@@ -64,6 +67,18 @@ def check_beta(name: str, value: float) -> float:
             f"{name} = {value} gives no gradient estimate; use a small finite non-zero value such as 0.1."
         )
     return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A switch must be True or False (a string such as 'false' is refused, not read as True)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
+def check_seed(name: str, value: Any) -> int | None:
+    """A random seed: None or an integer ≥ 0."""
+    return None if value is None else positive_int(name, value, minimum=0)
 
 
 def check_inputs(model: nn.Module, x: Tensor, y: Tensor | None) -> None:

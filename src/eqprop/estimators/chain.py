@@ -57,8 +57,13 @@ def check_ffebm(model: nn.Module, who: str) -> FFEBM:
     return model
 
 
-def chain_free_pass(model: FFEBM, x: Tensor, solvers: Sequence[Relaxation | None]) -> list[BlockPass]:
-    """Relax every block in turn, keeping only the autograd graph of each feedforward map."""
+def chain_free_pass(model: FFEBM, x: Tensor, solvers: Sequence[Relaxation | None],
+                    learner: str | None = None) -> list[BlockPass]:
+    """Relax every block in turn, keeping only the autograd graph of each feedforward map.
+
+    ``learner``: the name of an estimator that assumes each block at its equilibrium; a
+    fixed-step block relaxation that ended away from it is then reported (``check_equilibrium``).
+    """
     passes: list[BlockPass] = []
     below = x
     for k, (block, solver) in enumerate(zip(model.blocks, solvers)):
@@ -69,6 +74,8 @@ def chain_free_pass(model: FFEBM, x: Tensor, solvers: Sequence[Relaxation | None
         context = block.prepare(x_free)
         solver = solver if solver is not None else default_solver(block)
         state, status = solver.solve(block, x_free, block.init_state(x_free), context=context)
+        if learner is not None:
+            solver.check_equilibrium(status, learner, f"free phase of block {k}")
         state = tuple(s.detach() for s in state)
         output = block.output(state)
         model.check_block_output(k, output)

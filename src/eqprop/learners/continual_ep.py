@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
-from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs
+from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs, positive_int
 from ..estimators.capabilities import EPUpdates, discrete_map, offers_per_step_updates
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Nudge, Relaxation
@@ -86,10 +86,8 @@ class ContinualEP(EnergyLearner):
             raise ConfigurationError(f"lr must be a non-negative real number, got {lr!r}.") from None
         if not (lr >= 0.0 and lr < float("inf")):
             raise ConfigurationError(f"lr must be a finite non-negative number (0 gives plain EP), got {lr}.")
-        if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
-            raise ConfigurationError(f"steps must be a positive integer (the nudged phase length K), got {steps!r}.")
         self.lr = lr
-        self.steps = int(steps)
+        self.steps = positive_int("steps (the nudged phase length K)", steps)
         if solver is not None:
             discrete_map(solver)
 
@@ -132,6 +130,7 @@ class ContinualEP(EnergyLearner):
         context = model.prepare(x)
         if free is None:
             free, status = solver.solve(model, x, model.init_state(x), context=context)
+            solver.check_equilibrium(status, "ContinualEP")
         else:
             status = None
         free = tuple(s.detach() for s in free)

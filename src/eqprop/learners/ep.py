@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..estimators.base import Estimate, check_beta
+from ..estimators.base import Estimate, check_beta, check_flag, check_seed
 from ..estimators.defaults import check_energy_solver
 from ..estimators.energy_based import EnergyLearner, concat_states, repeat_batch, split_state
 from ..solvers.relaxation import Nudge, Relaxation
@@ -64,8 +64,8 @@ class EP(EnergyLearner):
         self.beta = check_beta("beta", beta)
         self.variant = variant
         self.nudged_solver = nudged_solver
-        self.batch_phases = bool(batch_phases)
-        self.seed = None if seed is None else int(seed)
+        self.batch_phases = check_flag("batch_phases", batch_phases)
+        self.seed = check_seed("seed", seed)
         self.generator = torch.Generator()
         self.generator.manual_seed(0 if seed is None else self.seed)
 

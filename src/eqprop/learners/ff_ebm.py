@@ -126,7 +126,7 @@ class ChainedEP(Learner):
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
         model = check_ffebm(model, "ChainedEP")
         free_solvers, nudged_solvers = self._solvers(model)
-        passes = chain_free_pass(model, x, free_solvers)
+        passes = chain_free_pass(model, x, free_solvers, "ChainedEP")
         top = model.blocks[-1].output(passes[-1].state)
         self.cost.check_target(top, y)
         loss = self.cost.loss(top, y).detach()

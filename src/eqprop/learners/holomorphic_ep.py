@@ -170,6 +170,11 @@ class HolomorphicEP(EnergyLearner):
                 for k in range(self.points)]
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
+        if getattr(model, "binary", False):
+            raise NotHolomorphicError(
+                f"{type(model).__name__} uses binary weights α·sign(W), which are not complex-analytic; "
+                "train it with EP, contrastive or coupled learning instead of holomorphic EP."
+            )
         context, free, free_status, out = self.free_equilibrium(model, x, y)
         loss = self.cost.loss(out, y).detach()
         if self.check:
@@ -212,6 +217,3 @@ class HolomorphicEP(EnergyLearner):
             "nudged_states": split_state(state, n),
         }
         return Estimate(grads=estimate, loss=loss, prediction=out.detach(), info=info)
-
-    def __repr__(self) -> str:
-        return f"HolomorphicEP(beta={self.beta}, points={self.points}, solver={self.solver!r}, cost={self.cost!r})"
