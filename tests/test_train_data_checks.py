@@ -126,3 +126,16 @@ def test_two_samples_keep_the_declared_ten_classes(tmp_path):
                       n_classes=splits.n_classes)
     assert trainer._target(splits.train.tensors[1]).shape == (2, 10)
     assert trainer.fit()["step"] == 1
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("mnist", {"fallback": "digits", "flatten": "maybe"}, "data.flatten must be true or false, got 'maybe'"),
+    ("digits", {"test_fraction": "abc"}, "data.test_fraction must be a real number"),
+    ("digits", {"seed": 1.5}, "data.seed must be an integer, got 1.5"),
+    ("digits", {"image": 1}, "data.image must be true or false"),
+])
+def test_dataset_options_have_the_type_of_their_default(name, options, message):
+    from eqprop.data import load
+
+    with pytest.raises(ConfigurationError, match=message):
+        load(name, **options)

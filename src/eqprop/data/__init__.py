@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 import os
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from .base import (
     DatasetNotFoundError,
     Splits,
     cache_dir,
+    check_int,
     make_splits,
     standardize,
 )
@@ -77,6 +79,14 @@ def _check_options(name: str, loader: Callable[..., Splits], options: dict[str, 
             f"Dataset {name!r} takes no option {', '.join(unknown)}; its options are "
             f"{', '.join(p for p in params if p != 'root')}."
         )
+    for key, value in options.items():  # a value must have the type of the option's default
+        default = params[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigurationError(f"data.{key} must be true or false, got {value!r}.")
+        if isinstance(default, int) and not isinstance(default, bool):
+            check_int(f"data.{key}", value)
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ConfigurationError(f"data.{key} must be a real number, got {value!r}.")
 
 
 def load(name: str, root: str | os.PathLike | None = None, fallback: str | None = None,
