@@ -52,7 +52,7 @@ def train(learner, model, x, y, x_test, y_test, args, probe=None) -> tuple[list[
     return history, time.time() - start
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
@@ -64,7 +64,12 @@ def main() -> None:
     parser.add_argument("--feedback-lr", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/dtp_digits"))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train the three runs, print the table, write the plot; returns {run: (history, seconds)}
+    and the angles of the initial random feedback under ``"random_feedback"``."""
     torch.set_num_threads(1)
     splits = load("digits")
     (x, y), (x_test, y_test) = splits.train.tensors, splits.test.tensors
@@ -118,7 +123,8 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out / "dtp_digits.png", dpi=120)
     print(f"plot: {args.out / 'dtp_digits.png'}")
+    return {**results, "random_feedback": random_feedback}
 
 
 if __name__ == "__main__":
-    main()
+    main(parse())

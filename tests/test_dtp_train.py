@@ -43,3 +43,31 @@ def test_dtp_run_resumes_to_the_same_weights(tmp_path):
     # Learner state (feedback momentum, noise generator) is checkpointed: the resumed run is the same run.
     assert resumed["step"] == whole["step"] == 4
     assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-12, abs=0)
+
+
+@pytest.mark.slow
+def test_dtp_on_digits_is_within_one_and_a_half_points_of_backprop(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "dtp_digits.py"
+    spec = importlib.util.spec_from_file_location("dtp_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    sys.modules["dtp_digits"] = example
+    spec.loader.exec_module(example)
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # the example's precision (the conftest sets float64)
+    try:
+        results = example.main(example.parse(["--out", str(tmp_path)]))
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+    dtp, bp = (results[k][0][-1]["test_accuracy"] for k in ("DTP (L-DRL)", "backprop"))
+    # The target: within 1.5 points (measured 96.66 % vs 96.94 %; 359 test images, one is 0.28 point).
+    assert bp - dtp <= 0.015, (dtp, bp)
+    last = results["DTP (L-DRL)"][0][-1]
+    for layer in ("forward_layers.0", "forward_layers.1"):
+        # L-DRL aligns the updates: measured 14–16° at the end, from ~90° with the random feedback.
+        assert last[layer] < 25 and results["random_feedback"][layer] > 60, (last, results["random_feedback"])
+    assert (tmp_path / "dtp_digits.png").exists()
