@@ -48,6 +48,8 @@ def test_integer_valued_floats_are_accepted():
     ("seed=abc", "seed must be an integer, got 'abc'"),
     ("optim.lr=abc", "optim.lr must be a finite real number, got 'abc'"),
     ("optim.momentum=-1", "optim.momentum must be ≥ 0"),
+    ("scheduler.T_max=abc", "scheduler.T_max must be an integer ≥ 1, got 'abc'"),
+    ("scheduler.eta_min=abc", "scheduler.eta_min must be a finite real number"),
     ("trainer.drop_last=maybe", "trainer.drop_last must be true or false"),
     ("resume=yes", "resume must be true or false"),
     ("trainer.batch_size=64 trainer.drop_last=true", "larger than the 32 training samples"),

@@ -106,12 +106,12 @@ def run(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     # Every scalar option is checked before anything is built or written.
     if cfg.dtype not in _DTYPES:
         raise ConfigurationError(f"dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}.")
+    _trainer_config(OmegaConf.to_container(cfg.trainer, resolve=True), cfg.seed)
     check_run_options(cfg)
     resume, overwrite = _flag("resume", cfg.get("resume", False)), _flag("overwrite", cfg.get("overwrite", False))
     deterministic = _flag("deterministic", cfg.get("deterministic", True))
     if resume and overwrite:
         raise ConfigurationError("resume=true and overwrite=true contradict each other; pass one of them.")
-    _trainer_config(OmegaConf.to_container(cfg.trainer, resolve=True), cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     ctx = init_distributed(cfg.trainer.get("backend", "auto"), cfg.device)

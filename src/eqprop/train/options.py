@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["integer", "real", "check_run_options", "OPTIMIZER_REALS"]
+__all__ = ["integer", "real", "check_run_options", "OPTIMIZER_REALS", "SCHEDULER_INTEGERS", "SCHEDULER_REALS"]
 
 OPTIMIZER_REALS = ("lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "rho", "lr_decay", "betas")
 """Optimizer options that must be real numbers (``betas``: a pair of them)."""
@@ -49,10 +49,21 @@ def real(name: str, value: Any, minimum: float | None = None) -> float:
     return float(value)
 
 
+SCHEDULER_INTEGERS = ("T_max", "step_size", "T_0", "T_mult", "total_iters")
+SCHEDULER_REALS = ("eta_min", "gamma", "factor", "start_factor", "end_factor")
+
+
 def check_run_options(cfg: Any) -> None:
-    """Check the top-level integers (seed, num_threads) and the optimizer's real options of a composed config."""
+    """Check the top-level integers (seed, num_threads), the optimizer's and the scheduler's numbers of a composed config."""
     integer("seed", cfg.get("seed"))
     integer("num_threads", cfg.get("num_threads"), minimum=1, allow_none=True)
+    scheduler = cfg.get("scheduler") or {}
+    for key in SCHEDULER_INTEGERS:
+        if key in scheduler:
+            integer(f"scheduler.{key}", scheduler[key], minimum=1)
+    for key in SCHEDULER_REALS:
+        if key in scheduler:
+            real(f"scheduler.{key}", scheduler[key], minimum=0.0)
     optim = cfg.get("optim") or {}
     for key in OPTIMIZER_REALS:
         if key not in optim:
