@@ -1,0 +1,170 @@
+"""Two of the three demonstrations of the conceptor control loop (Pourcel, Goldmann, Fischer & Soriano 2024).
+
+Each function runs one task with static control and with the loop, on the same network, and
+returns the measured numbers; the examples (examples/conceptor_*.py) plot them and the tests
+(tests/test_reservoir_tasks.py) run them at a small size. Trajectories are batched: one row per
+interpolation weight λ or per trial.
+
+- ``interpolation``: target C_λ = λC_1 + (1 − λ)C_2 for λ on a grid (also outside [0, 1]); the
+  period of the autonomous output against λ, and the width of the λ-range over which it is a
+  regular oscillation whose period is strictly monotone in λ.
+- ``degradation``: after loading one pattern, K random neurons are clamped to 0; a trial fails
+  when the variance of the states along their first principal component falls below 10 % of
+  that of the intact network (the limit cycle collapsed to a fixed point).
+
+The paper's third demonstration (robustness to input distortion, with a hierarchical
+random-feature-conceptor architecture) is not implemented.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigurationError
+from .control import ConceptorControl
+from .esn import EchoStateNetwork, Loading
+
+__all__ = [
+    "sines", "oscillation_period", "monotone_range", "first_pc_variance", "interpolation", "degradation",
+    "InterpolationResult", "DegradationResult",
+]
+
+
+def sines(periods: Sequence[float], length: int, dtype: torch.dtype = torch.float64) -> list[Tensor]:
+    """Patterns p_j(k) = sin(2πk / T_j), k = 0..length−1, each of shape [length, 1]."""
+    k = torch.arange(int(length), dtype=dtype)
+    return [torch.sin(2 * math.pi * k / float(T))[:, None] for T in periods]
+
+
+def oscillation_period(y: Tensor, min_std: float = 0.05, regularity: float = 0.05) -> Tensor:
+    """Period of each column of ``y`` [T, B] from its upward zero crossings (linear interpolation).
+
+    NaN where the signal is not a regular oscillation: standard deviation below ``min_std``
+    (a fixed point), fewer than three crossings, or crossing intervals whose relative spread
+    exceeds ``regularity`` (irregular or chaotic).
+    """
+    y = y - y.mean(0)
+    periods = torch.full((y.shape[1],), float("nan"), dtype=y.dtype)
+    for j in range(y.shape[1]):
+        s = y[:, j]
+        if s.std() < min_std:
+            continue
+        idx = torch.nonzero((s[:-1] < 0) & (s[1:] >= 0)).flatten()
+        if len(idx) < 3:
+            continue
+        times = idx + (-s[idx]) / (s[idx + 1] - s[idx])
+        gaps = times.diff()
+        if gaps.std() / gaps.mean() <= regularity:
+            periods[j] = gaps.mean()
+    return periods
+
+
+def monotone_range(grid: Tensor, values: Tensor) -> tuple[float, float]:
+    """The longest run of consecutive grid points with finite values, strictly monotone (either sign).
+
+    Returns its end points (lo, hi) on the grid; (nan, nan) if no two consecutive values qualify.
+    """
+    best, best_len = (float("nan"), float("nan")), 0
+    for sign in (1.0, -1.0):
+        start = 0
+        for i in range(1, len(values) + 1):
+            ok = i < len(values) and bool(torch.isfinite(values[i - 1:i + 1]).all()) and sign * (values[i] - values[i - 1]) > 0
+            if not ok:
+                if i - 1 > start and i - 1 - start > best_len:
+                    best, best_len = (float(grid[start]), float(grid[i - 1])), i - 1 - start
+                start = i
+    return best
+
+
+@dataclass
+class InterpolationResult:
+    lambdas: Tensor
+    static_period: Tensor
+    adaptive_period: Tensor
+    static_range: tuple[float, float]
+    adaptive_range: tuple[float, float]
+
+    @property
+    def static_width(self) -> float:
+        return self.static_range[1] - self.static_range[0]
+
+    @property
+    def adaptive_width(self) -> float:
+        return self.adaptive_range[1] - self.adaptive_range[0]
+
+
+def _start(loading: Loading, batch: int) -> Tensor:
+    x0 = torch.stack(loading.final_states).mean(0)
+    return x0.expand(batch, -1).clone()
+
+
+def interpolation(esn: EchoStateNetwork, loading: Loading, lambdas: Tensor, steps: int = 1500, measure: int = 700,
+                  aperture: float = 200.0, rate: float = 1e-4, gain: float = 0.5) -> InterpolationResult:
+    """Period of the output under C_λ = λC_1 + (1 − λ)C_2, static versus the loop (module docstring)."""
+    if len(loading.conceptors) != 2:
+        raise ConfigurationError(f"interpolation needs a network loaded with exactly two patterns, got {len(loading.conceptors)}.")
+    if not 0 < measure <= steps:
+        raise ConfigurationError(f"measure must be in (0, steps = {steps}], got {measure}.")
+    C1, C2 = loading.conceptors
+    lam = torch.as_tensor(lambdas, dtype=esn.dtype)[:, None, None]
+    targets = lam * C1 + (1 - lam) * C2
+    x0 = _start(loading, len(lambdas))
+    static = esn.output(esn.run(x0, steps, conceptor=targets)[-measure:])[..., 0]
+    control = ConceptorControl(targets, aperture=aperture, rate=rate, gain=gain)
+    adaptive = esn.output(control.run(esn, x0, steps)[-measure:])[..., 0]
+    ps, pa = oscillation_period(static), oscillation_period(adaptive)
+    grid = torch.as_tensor(lambdas)
+    return InterpolationResult(grid, ps, pa, monotone_range(grid, ps), monotone_range(grid, pa))
+
+
+def first_pc_variance(states: Tensor) -> Tensor:
+    """Variance of ``states`` [T, (B,) N] along their first principal component, per trajectory."""
+    X = states if states.dim() == 3 else states[:, None]
+    X = X - X.mean(0)
+    cov = torch.einsum("tbi,tbj->bij", X, X) / X.shape[0]
+    return torch.linalg.eigvalsh(cov)[:, -1]
+
+
+@dataclass
+class DegradationResult:
+    removed: list[int]
+    static_failures: list[float]      # fraction of trials that failed, per number of removed neurons
+    adaptive_failures: list[float]
+
+
+def degradation(esn: EchoStateNetwork, loading: Loading, removed: Sequence[int], trials: int = 50, before: int = 200,
+                after: int = 1000, measure: int = 500, aperture: float = 25.0, rate: float = 2.5e-5, gain: float = 0.4,
+                threshold: float = 0.1, seed: int = 0) -> DegradationResult:
+    """Failure rate against the number K of neurons clamped to 0 after ``before`` steps (module docstring).
+
+    The network is loaded with one pattern (the first conceptor is the target); the same random
+    subsets are removed under static control and under the loop.
+    """
+    if not 0 < measure <= after:
+        raise ConfigurationError(f"measure must be in (0, after = {after}], got {measure}.")
+    N, target = esn.size, loading.conceptors[0]
+    x0 = loading.final_states[0].expand(trials, N).clone()
+    intact = first_pc_variance(esn.run(loading.final_states[0], before + after, conceptor=target)[-measure:])[0]
+    generator = torch.Generator().manual_seed(int(seed))
+    static_failures, adaptive_failures = [], []
+    for K in removed:
+        if not 0 <= int(K) <= N:
+            raise ConfigurationError(f"the number of removed neurons must be in [0, {N}], got {K}.")
+        mask = torch.ones(trials, N, dtype=esn.dtype)
+        for t in range(trials):
+            mask[t, torch.randperm(N, generator=generator)[:int(K)]] = 0.0
+        control = ConceptorControl(target, aperture=aperture, rate=rate, gain=gain)
+        xs, xa = x0, x0
+        for _ in range(before):
+            xs = esn.step(xs, None, target)
+            xa = control.step(esn, xa)
+        static = esn.run(xs, after, conceptor=target, mask=mask)[-measure:]
+        adaptive = control.run(esn, xa, after, mask=mask)[-measure:]
+        static_failures.append(float((first_pc_variance(static) < threshold * intact).double().mean()))
+        adaptive_failures.append(float((first_pc_variance(adaptive) < threshold * intact).double().mean()))
+    return DegradationResult([int(K) for K in removed], static_failures, adaptive_failures)
