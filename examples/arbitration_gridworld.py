@@ -1,0 +1,173 @@
+"""Arbitration between model-free and model-based learning in a changing grid world.
+
+Reproduces, at CPU size, the claims of Dromnelle et al. (Living Machines 2020; Int. J. Social
+Robotics 2022): the entropy-and-cost meta-controller keeps close to the reward of the model-based
+expert alone at a fraction of its planning cost, hands control to the model-free expert in
+stable phases and gives it back to the model-based one after the world changes. Five criteria
+(entropy+cost, entropy only, MB alone, MF alone, random) run on the same seeds in each scenario
+of the config (the short corridor closes; the goal moves). Planning cost is measured two ways:
+counted value-iteration backups (sweeps × modelled state-action pairs; MF: |A| table reads),
+which is what the arbiter uses, and wall-clock seconds around each expert's inference.
+
+    python examples/arbitration_gridworld.py                     # configs/arbitration/gridworld.yaml
+    python examples/arbitration_gridworld.py --seeds 2 --steps 2000 --out outputs/arbitration
+
+Prints a table per scenario and the claims, and writes arbitration_gridworld.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from eqprop.arbitration import Arbiter, GridWorld, ModelBased, QLearning, simulate
+from eqprop.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {
+    "": {"world", "steps", "change_at", "scenarios", "mf", "mb", "arbiter", "criteria", "seeds"},
+    "world": {"layout", "slip", "moves"},
+    "mf": {"alpha", "gamma", "beta", "q_init"},
+    "mb": {"gamma", "beta", "window", "tol", "q_init"},
+    "arbiter": {"kappa", "alpha_f", "cost"},
+}
+CHANGES = {"close", "move_goal"}
+WINDOW = 500  # steps before and after the change over which the hand-back to MB is measured
+LABELS = {"entropy_cost": "entropy + cost", "entropy": "entropy only", "mb": "MB alone", "mf": "MF alone", "random": "random"}
+
+
+def load_config(path: str | Path) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text())
+    for section, allowed in KEYS.items():
+        keys = set(cfg if section == "" else cfg.get(section, {}))
+        if keys - allowed:
+            raise ConfigurationError(f"unknown key(s) {sorted(keys - allowed)} in {section or 'the top level'} of {path}; allowed: {sorted(allowed)}.")
+    for name, change in cfg["scenarios"].items():
+        if len(change) != 1 or set(change) - CHANGES:
+            raise ConfigurationError(f"scenario {name!r} must be one change, 'close: [row, col]' or 'move_goal: [row, col]', got {change}.")
+    if not 0 < cfg["change_at"] < cfg["steps"]:
+        raise ConfigurationError(f"change_at must lie inside the run (0 < change_at < steps), got {cfg['change_at']} of {cfg['steps']}.")
+    return cfg
+
+
+def run(cfg: dict, scenario: str, criterion: str, seed: int):
+    world = GridWorld(cfg["world"]["layout"], slip=cfg["world"]["slip"], moves=cfg["world"]["moves"])
+    (kind, cell), = cfg["scenarios"][scenario].items()
+    change = (lambda w: w.close(tuple(cell))) if kind == "close" else (lambda w: w.move_goal(tuple(cell)))
+    mf = QLearning(world.n_states, world.n_actions, **cfg["mf"])
+    mb = ModelBased(world.n_states, world.n_actions, **cfg["mb"])
+    arbiter = Arbiter(mf, mb, criterion=criterion, seed=seed, **cfg["arbiter"])
+    return simulate(world, arbiter, cfg["steps"], changes={cfg["change_at"]: change}, seed=10_000 + seed)
+
+
+def scenario_table(cfg: dict, scenario: str) -> dict[str, dict]:
+    t, T = cfg["change_at"], cfg["steps"]
+    results = {}
+    for criterion in cfg["criteria"]:
+        traces = [run(cfg, scenario, criterion, seed) for seed in cfg["seeds"]]
+        mb_share = np.mean([tr.winner == 1 for tr in traces], axis=0)
+        mb_steps = np.concatenate([tr.winner == 1 for tr in traces])
+        seconds = np.concatenate([tr.seconds for tr in traces])
+        results[criterion] = {
+            "reward": np.array([tr.reward.sum() for tr in traces]),
+            "operations": np.mean([tr.operations.sum() for tr in traces]),
+            "seconds": np.mean([tr.seconds.sum() for tr in traces]),
+            "cum_reward": np.mean([np.cumsum(tr.reward) for tr in traces], axis=0),
+            "cum_operations": np.mean([np.cumsum(tr.operations) for tr in traces], axis=0),
+            "mb_share": mb_share,
+            "mf_stable_1": 1 - mb_share[t - 500:t].mean(),  # the last 500 steps before the change
+            "mb_after": mb_share[t:t + WINDOW].mean(),
+            "mb_before": mb_share[t - WINDOW:t].mean(),
+            "mf_stable_2": 1 - mb_share[T - 500:].mean(),  # the last 500 steps of the run
+            "sec_mb": seconds[mb_steps].mean() if mb_steps.any() else np.nan,
+            "sec_mf": seconds[~mb_steps].mean() if (~mb_steps).any() else np.nan,
+        }
+    return results
+
+
+def print_table(scenario: str, results: dict[str, dict]) -> None:
+    ref = results.get("mb")
+    print(f"\nscenario {scenario!r}: reward over the run (mean ± std over seeds), planning cost relative to MB alone")
+    print(f"{'criterion':>15} {'reward':>13} {'/MB':>6} {'ops/MB':>8} {'sec/MB':>8} {'MF share: stable-1':>19} {'MB share: before':>17} {'after':>6} {'MF share: stable-2':>19}")
+    for name, r in results.items():
+        rel = (lambda a, b: a / b if ref is not None and b > 0 else np.nan)
+        print(f"{LABELS[name]:>15} {r['reward'].mean():7.1f} ± {r['reward'].std():4.1f} {rel(r['reward'].mean(), ref['reward'].mean() if ref else 0):6.2f} "
+              f"{rel(r['operations'], ref['operations'] if ref else 0):8.3f} {rel(r['seconds'], ref['seconds'] if ref else 0):8.3f} "
+              f"{r['mf_stable_1']:19.2f} {r['mb_before']:17.3f} {r['mb_after']:6.3f} {r['mf_stable_2']:19.2f}")
+    if "mb" in results and "mf" in results:
+        print(f"wall clock per decision: MB planning {results['mb']['sec_mb'] * 1e6:.0f} µs, MF table read "
+              f"{results['mf']['sec_mf'] * 1e6:.1f} µs ({results['mb']['sec_mb'] / results['mf']['sec_mf']:.0f}× cheaper)")
+
+
+def claims(scenario: str, results: dict[str, dict]) -> list[tuple[str, bool]]:
+    ec, mb = results["entropy_cost"], results["mb"]
+    return [
+        (f"{scenario}: entropy+cost reward ≥ 90 % of MB's ({ec['reward'].mean() / mb['reward'].mean():.2f})",
+         ec["reward"].mean() >= 0.9 * mb["reward"].mean()),
+        (f"{scenario}: entropy+cost planning operations ≤ 50 % of MB's ({ec['operations'] / mb['operations']:.3f})",
+         ec["operations"] <= 0.5 * mb["operations"]),
+        (f"{scenario}: MF in control in the stable phases ({ec['mf_stable_1']:.2f}, {ec['mf_stable_2']:.2f} of the steps)",
+         min(ec["mf_stable_1"], ec["mf_stable_2"]) > 0.5),
+        (f"{scenario}: back to MB after the change (MB share {ec['mb_before']:.3f} → {ec['mb_after']:.3f} in {WINDOW} steps)",
+         ec["mb_after"] > ec["mb_before"]),
+    ]
+
+
+def plot(cfg: dict, all_results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(all_results), 3, figsize=(15, 4 * len(all_results)), squeeze=False)
+    for row, (scenario, results) in zip(axes, all_results.items()):
+        for name, r in results.items():
+            row[0].plot(r["cum_reward"], label=LABELS[name])
+            row[1].plot(np.maximum(r["cum_operations"], 1), label=LABELS[name])
+        for name in ("entropy_cost", "entropy"):
+            if name in results:
+                share = np.convolve(results[name]["mb_share"], np.ones(50) / 50, mode="same")
+                row[2].plot(share, label=LABELS[name])
+        row[0].set(title=f"{scenario}: cumulative reward", xlabel="step")
+        row[1].set(title=f"{scenario}: cumulative planning (value-iteration backups)", xlabel="step", yscale="log")
+        row[2].set(title=f"{scenario}: MB in control (share, 50-step average)", xlabel="step", ylim=(0, 1))
+        for ax in row:
+            ax.axvline(cfg["change_at"], color="k", ls="--", lw=0.8)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "arbitration" / "gridworld.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "arbitration"))
+    parser.add_argument("--seeds", type=int, default=None, help="use the first N seeds of the config")
+    parser.add_argument("--steps", type=int, default=None, help="run length (the change stays halfway)")
+    args = parser.parse_args()
+    cfg = load_config(args.config)
+    if args.seeds is not None:
+        cfg["seeds"] = list(range(args.seeds))
+    if args.steps is not None:
+        cfg["change_at"], cfg["steps"] = args.steps // 2, args.steps
+    print(GridWorld(cfg["world"]["layout"]).render())
+    all_results = {scenario: scenario_table(cfg, scenario) for scenario in cfg["scenarios"]}
+    checks = []
+    for scenario, results in all_results.items():
+        print_table(scenario, results)
+        if {"entropy_cost", "mb"} <= set(results):
+            checks += claims(scenario, results)
+    print("\nclaims:")
+    for text, ok in checks:
+        print(f"  [{'yes' if ok else 'NO '}] {text}")
+    path = Path(args.out) / "arbitration_gridworld.png"
+    plot(cfg, all_results, path)
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
