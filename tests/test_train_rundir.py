@@ -111,6 +111,10 @@ def test_command_line_errors_are_one_sentence(tmp_path, monkeypatch, capfd):
     assert "RunDirectoryError: " in err and "pass resume=true to continue it" in err
     status, err = cli("optim.lr=abc", f"hydra.run.dir={tmp_path}/bad", monkeypatch=monkeypatch, capfd=capfd)
     assert status == 1 and "Traceback" not in err and "optim.lr must be a finite real number, got 'abc'" in err
+    # An error raised while Hydra builds an object reaches the user as eqprop's sentence too, not Hydra's wrapper.
+    status, err = cli("learner.variant=centred", f"hydra.run.dir={tmp_path}/bad", monkeypatch=monkeypatch, capfd=capfd)
+    assert status == 1 and "Traceback" not in err and "ConfigurationError: Unknown EP variant 'centred'" in err
+    assert "InstantiationException" not in err and "Error in call to target" not in err
     status, err = cli("trainer.epochs=2.5", f"hydra.run.dir={tmp_path}/other", monkeypatch=monkeypatch, capfd=capfd,
                       env={"HYDRA_FULL_ERROR": "1"})
     assert status == 1 and "Traceback" in err and "trainer.epochs must be an integer" in err
