@@ -186,6 +186,11 @@ def test_dtp_refuses_feedback_layers_of_the_wrong_shape():
     conv.feedback_layers[1] = nn.ConvTranspose2d(3, 2, 5, padding=2)
     with pytest.raises(ShapeError, match="feedback_layers\\[1\\]"):
         DTP(0.1).train_feedback(conv, torch.randn(2, 1, 8, 8))
+    conv.feedback_layers[1] = nn.ConvTranspose2d(3, 2, 3, padding=0)  # right weight, wrong padding
+    with pytest.raises(ShapeError, match="maps layer 2 to shape"):
+        DTP(0.1).train_feedback(conv, torch.randn(2, 1, 8, 8))
+    with pytest.raises(ShapeError, match="maps layer 2 to shape"):
+        DTP(0.1).grads(conv, torch.randn(2, 1, 8, 8), torch.randn(2, 4))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -209,6 +214,8 @@ def test_per_layer_lists_must_match_the_model_and_models_refuse_bad_sizes():
         DTPNetwork([4, 2], activation="softsign")
     with pytest.raises(ConfigurationError, match="at least an input and an output"):
         DTPNetwork([4])
+    with pytest.raises(ConfigurationError, match="input_shape must be"):
+        DTPConvNetwork([64], channels=[2], n_classes=3)
     with pytest.raises(ConfigurationError, match="kernel_size must be odd"):
         DTPConvNetwork((1, 8, 8), channels=[2], n_classes=3, kernel_size=2)
     with pytest.raises(ConfigurationError, match="by must be"):

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError, NonFiniteError
+from ..errors import ConfigurationError, NonFiniteError, ShapeError
 from ..estimators.base import Estimate, Learner, StepOutput, check_beta, check_inputs
 
 __all__ = ["DTP", "difference_reconstruction_loss"]
@@ -108,8 +108,6 @@ class DTP(Learner):
                  feedback_momentum: float = 0.9, noise_samples: int = 1, feedback_in_step: bool = True,
                  seed: int | None = None) -> None:
         self.beta = check_beta("beta", beta)
-        if cost is not None and not isinstance(cost, Cost):
-            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         self.cost = cost if cost is not None else SquaredError()
         self.feedback_steps = _per_layer("feedback_steps", feedback_steps, integer=True, allow_zero=True)
         self.noise = _per_layer("noise", noise)
@@ -168,6 +166,14 @@ class DTP(Learner):
                 self._generator.set_state(saved[1])
         return self._generator
 
+    @staticmethod
+    def _check_reconstruction(model: nn.Module, i: int, reconstruction: Tensor, like: Tensor) -> None:
+        if reconstruction.shape != like.shape:
+            raise ShapeError(
+                f"feedback_layers[{i}] maps layer {i + 1} to shape {tuple(reconstruction.shape)} but layer {i} has "
+                f"shape {tuple(like.shape)}; give the feedback layer the stride, padding and sizes of its forward layer."
+            )
+
     # -- feedback training ----------------------------------------------------------------------
     def train_feedback(self, model: nn.Module, x: Tensor) -> dict[str, float]:
         """L-DRL: ``K_n`` SGD steps per feedback layer on ℒ_n at this batch, in place.
@@ -187,6 +193,8 @@ class DTP(Learner):
             named = [(f"feedback_layers.{i}.{n}", p) for n, p in model.feedback_layers[i].named_parameters()]
             params = [p for _, p in named]
             flags = [p.requires_grad for p in params]
+            with torch.no_grad():
+                self._check_reconstruction(model, i, model.feedback_step(i, s[i + 1], contexts[i]), s[i])
             try:
                 for p in params:
                     p.requires_grad_(True)
@@ -227,7 +235,9 @@ class DTP(Learner):
         with torch.no_grad():
             t[-1] = s[-1] - self.beta * self.cost.grad(s[-1], y)
             for i in range(model.n_layers - 1, 0, -1):
-                t[i] = s[i] + model.feedback_step(i, t[i + 1], contexts[i]) - model.feedback_step(i, s[i + 1], contexts[i])
+                reconstruction = model.feedback_step(i, s[i + 1], contexts[i])
+                self._check_reconstruction(model, i, reconstruction, s[i])
+                t[i] = s[i] + model.feedback_step(i, t[i + 1], contexts[i]) - reconstruction
         return s, t
 
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
@@ -274,6 +284,3 @@ class DTP(Learner):
         self._generator_state = state.get("generator")
         self._generator = None
 
-    def __repr__(self) -> str:
-        return (f"DTP(beta={self.beta}, cost={self.cost!r}, feedback_steps={self.feedback_steps}, noise={self.noise}, "
-                f"feedback_lr={self.feedback_lr}, feedback_momentum={self.feedback_momentum})")

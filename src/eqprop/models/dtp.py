@@ -178,8 +178,11 @@ class DTPConvNetwork(DTPModel):
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int], n_classes: int,
                  kernel_size: int = 3, activation: str = "elu") -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ConfigurationError(f"input_shape must be (channels, height, width), got {tuple(input_shape)!r}.")
+        if not hasattr(input_shape, "__len__") or len(input_shape) != 3:
+            raise ConfigurationError(
+                f"input_shape must be (channels, height, width), got {input_shape!r}; load images unflattened "
+                "(+data.image=true for digits)."
+            )
         c, h, w = (positive_int(f"input_shape[{k}]", v) for k, v in enumerate(input_shape))
         channels = [positive_int(f"channels[{k}]", v) for k, v in enumerate(channels)]
         if not channels:
