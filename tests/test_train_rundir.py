@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -92,6 +93,15 @@ def test_a_run_directory_in_use_refuses_a_second_process_and_a_stale_lock_is_tak
     result = run(compose_run("trainer.epochs=1"), run_dir=tmp_path)
     assert result["epoch"] == 1 and "stale lock" in caplog.text
     assert not (tmp_path / LOCK_NAME).exists()  # released at the end of the run
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path, caplog):
+    # The parent process is alive, but it is not the process that took the lock (another start time).
+    host = socket.gethostname()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": host, "process_start": "-1"}))
+    with run_lock(tmp_path) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert "stale lock" in caplog.text
 
 
 def test_lock_nests_within_one_process_and_is_released(tmp_path):

@@ -3,7 +3,9 @@
 * :func:`run_lock` holds ``<run dir>/.eqprop.lock`` (pid, host, start time) for the whole run, so
   that a second process started on the same directory is refused with one sentence instead of
   interleaving its rows with the first one's. A lock left by a process that no longer exists on
-  this host (a kill -9, a power cut) is stale: it is taken over, with a warning.
+  this host (a kill -9, a power cut) is stale: it is taken over, with a warning. On Linux the
+  lock also records the process's start time, so a pid reused by an unrelated process is seen
+  as stale too.
 * :func:`check_fresh_start` refuses to start a new run over a directory that already holds one
   (a checkpoint or epoch metrics) unless ``overwrite=True``; ``resume=True`` continues it instead.
   With ``overwrite=True`` the old outputs (checkpoint, CSVs, plot, TensorBoard events) are removed
@@ -47,7 +49,21 @@ def _read_lock(path: Path) -> dict | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22, counted after the command name
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether ``pid`` runs and (when its start time was recorded) is the same process, not a reused pid."""
+    if started is not None:
+        now = _start_time(pid)
+        if now is not None:
+            return now == started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -90,7 +106,8 @@ def run_lock(run_dir: str | os.PathLike, enabled: bool = True) -> Iterator[Path 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
     host = socket.gethostname()
-    record = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "process_start": _start_time(os.getpid())}
     for _ in range(3):
         if _create(path, record):
             break
@@ -105,8 +122,8 @@ def run_lock(run_dir: str | os.PathLike, enabled: bool = True) -> Iterator[Path 
         if pid == os.getpid() and other_host == host:
             yield path  # nested: the outer block releases it
             return
-        if other_host == host and not _alive(pid):
-            log.warning("Taking over the stale lock of process %d (no longer running) in %s.", pid, run_dir)
+        if other_host == host and not _alive(pid, held.get("process_start")):
+            log.warning("Taking over the stale lock of process %d (no longer running, or its pid reused) in %s.", pid, run_dir)
             path.unlink(missing_ok=True)
             continue
         raise RunDirectoryError(
