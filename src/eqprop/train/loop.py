@@ -23,12 +23,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from ..costs import SquaredError
 from ..errors import ConfigurationError, NonFiniteError
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistributedContext, all_gather_object, all_reduce_gradients, all_reduce_sum, broadcast_parameters
-from .metrics import MetricsLogger, plot_learning_curve
-from .options import integer
+from .metrics import MetricsLogger, curve_title, plot_learning_curve
+from .options import check_label_range, integer
 from .rundir import check_fresh_start, run_lock
 
 __all__ = ["Trainer", "TrainerConfig", "accuracy_count"]
@@ -43,9 +42,9 @@ class TrainerConfig:
     ``batch_size`` is the *global* batch: with N processes each takes ``batch_size / N`` samples
     per step. ``max_steps`` stops the run after that many optimizer steps in total (with a
     checkpoint) — a budget, or a simulated kill. ``checkpoint_every``: also checkpoint every that
-    many steps (0: at the end of each epoch only). ``target``: ``"auto"`` one-hot encodes class
-    labels for a :class:`~eqprop.costs.SquaredError` cost and keeps indices otherwise;
-    ``"onehot"`` or ``"index"`` force one.
+    many steps (0: at the end of each epoch only). ``target``: ``"auto"`` follows the cost's declared
+    ``target_encoding`` (one-hot for :class:`~eqprop.costs.SquaredError`, indices for
+    :class:`~eqprop.costs.CrossEntropy`); ``"onehot"`` or ``"index"`` force one.
     """
 
     epochs: int = 10
@@ -138,13 +137,7 @@ class Trainer:
                                           shuffle=True, seed=self.cfg.seed, drop_last=True)
         self._declared_classes = None if n_classes is None else integer("n_classes", n_classes, minimum=1)
         if self._declared_classes is not None:
-            for split, dataset in (("training", train), ("test", test)):
-                labels = dataset.tensors[1]
-                if not labels.is_floating_point() and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes:
-                    raise ConfigurationError(
-                        f"The {split} labels span {int(labels.min())}..{int(labels.max())}, outside 0..{n_classes - 1} "
-                        f"of n_classes={n_classes}; pass the dataset's class count or fix the labels."
-                    )
+            check_label_range(train.tensors[1], test.tensors[1], self._declared_classes)
         self._check_steps_per_epoch()
         self._prepared: bool | None = None  # resume flag of the prepared run, None before prepare()
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
@@ -160,7 +153,8 @@ class Trainer:
     def _target(self, labels: Tensor, n_out: int | None = None) -> Tensor:
         mode = self.cfg.target
         if mode == "auto":
-            mode = "onehot" if isinstance(getattr(self.learner, "cost", None), SquaredError) else "index"
+            encoding = getattr(getattr(self.learner, "cost", None), "target_encoding", "index")
+            mode = "onehot" if encoding == "one_hot" else "index"
         if mode == "onehot" and not labels.is_floating_point():
             return torch.nn.functional.one_hot(labels, n_out or self.n_classes).to(self.dtype)
         return labels
@@ -331,17 +325,7 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.1, disable=None)
 
     def _title(self) -> str:
-        """The plot's title: learner, model, final test accuracy (and the run's name)."""
-        parts = [type(self.learner).__name__]
-        variant = getattr(self.learner, "variant", None)
-        if isinstance(variant, str):
-            parts[0] += f" ({variant})"
-        parts.append(type(self.model).__name__)
-        if self.history and math.isfinite(self.history[-1].get("test_accuracy", math.nan)):
-            last = self.history[-1]
-            parts.append(f"test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} epochs")
-        name = self.run_config.get("name")
-        return (f"{name}: " if name else "") + " · ".join(parts)
+        return curve_title(self.learner, self.model, self.history, self.run_config.get("name"))
 
     @torch.no_grad()
     def evaluate(self, dataset: TensorDataset) -> tuple[float, float]:

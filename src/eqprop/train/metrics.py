@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "plot_learning_curve", "read_csv"]
+__all__ = ["MetricsLogger", "plot_learning_curve", "curve_title", "read_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,19 @@ class MetricsLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def curve_title(learner: Any, model: Any, history: list[dict[str, Any]], name: str | None = None) -> str:
+    """A learning curve's title: learner (and variant), model, final test accuracy, after the run's name."""
+    parts = [type(learner).__name__]
+    variant = getattr(learner, "variant", None)
+    if isinstance(variant, str):
+        parts[0] += f" ({variant})"
+    parts.append(type(model).__name__)
+    if history and math.isfinite(history[-1].get("test_accuracy", math.nan)):
+        last = history[-1]
+        parts.append(f"test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} epochs")
+    return (f"{name}: " if name else "") + " · ".join(parts)
 
 
 def plot_learning_curve(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, title: str = "") -> Path | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["integer", "real", "check_run_options", "OPTIMIZER_REALS", "SCHEDULER_INTEGERS", "SCHEDULER_REALS"]
+__all__ = ["integer", "real", "check_run_options", "check_label_range", "OPTIMIZER_REALS", "SCHEDULER_INTEGERS", "SCHEDULER_REALS"]
 
 OPTIMIZER_REALS = ("lr", "momentum", "dampening", "weight_decay", "eps", "alpha", "rho", "lr_decay", "betas")
 """Optimizer options that must be real numbers (``betas``: a pair of them)."""
@@ -51,6 +51,19 @@ def real(name: str, value: Any, minimum: float | None = None) -> float:
 
 SCHEDULER_INTEGERS = ("T_max", "step_size", "T_0", "T_mult", "total_iters")
 SCHEDULER_REALS = ("eta_min", "gamma", "factor", "start_factor", "end_factor")
+
+
+def check_label_range(train_labels: Any, test_labels: Any, n_classes: int) -> None:
+    """Integer class labels must lie in ``0..n_classes-1`` (one-hot targets and accuracy assume it)."""
+    for split, labels in (("training", train_labels), ("test", test_labels)):
+        if labels.is_floating_point() or not len(labels):
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= n_classes:
+            raise ConfigurationError(
+                f"The {split} labels span {low}..{high}, outside 0..{n_classes - 1} of n_classes={n_classes}; "
+                f"pass the dataset's class count or fix the labels."
+            )
 
 
 def check_run_options(cfg: Any) -> None:
