@@ -124,6 +124,6 @@ class Adjoint(Learner):
             initial = model.init_state(x)
         g = [gi + (0 if gg is None else gg) for gi, gg in zip(g, initial_state_vjp([initial], [(a, b)], params))]
         by_id = {id(t): gi / batch for t, gi in zip(params, g)}
-        grads_by_name = {name: by_id[id(t)] for name, t in model.named_parameters() if t.requires_grad}
+        grads_by_name = {name: by_id[id(t)] for name, t in trainable(model)}
         return Estimate(grads=grads_by_name, loss=loss.detach(), prediction=outputs, info={"mode": mode})
 

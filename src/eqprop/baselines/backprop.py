@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
-from ..estimators.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner, trainable
 
 __all__ = ["Backprop"]
 
@@ -29,8 +29,6 @@ class Backprop(Learner):
     """
 
     def __init__(self, cost: Cost | None = None) -> None:
-        if cost is not None and not isinstance(cost, Cost):
-            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         self.cost = cost if cost is not None else SquaredError()
 
     def _output(self, model: nn.Module, x: Tensor) -> Tensor:
@@ -45,7 +43,7 @@ class Backprop(Learner):
         return out
 
     def estimate(self, model: nn.Module, x: Tensor, y: Tensor) -> Estimate:
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        params = dict(trainable(model))
         with torch.enable_grad():
             out = self._output(model, x)
             self.cost.check_target(out, y)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..estimators.base import Estimate
+from ..estimators.base import Estimate, trainable
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.integrators import Integrator
 from ..solvers.relaxation import Relaxation
@@ -61,7 +61,7 @@ class BPTT(EnergyLearner):
             from .bptt_time import bptt_through_integrator
 
             return bptt_through_integrator(model, x, y, self.integrator, self.cost)
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        params = dict(trainable(model))
         state, status = self.solver_for(model).solve(model, x, model.init_state(x), differentiable=True)
         out = model.output(state)
         self.cost.check_target(out, y)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..estimators.base import Estimate
+from ..estimators.base import Estimate, trainable
 from ..estimators.sequence import check_hamiltonian, check_sequence, simulate, target_mode
 
 __all__ = ["bptt_through_integrator", "predict_sequence"]
@@ -36,7 +36,7 @@ def bptt_through_integrator(model, x: Tensor, y: Tensor, integrator=None, cost: 
     integrator = _default_integrator(integrator)
     cost = SquaredError() if cost is None else cost
     mode = target_mode(model, x, y, cost)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = dict(trainable(model))
     _, outputs = simulate(model, x, integrator, create_graph=True, keep_outputs=(mode == "per_step"))
     with torch.enable_grad():
         loss = cost.loss(outputs, y)

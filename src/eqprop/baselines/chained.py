@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..estimators.base import Estimate, Learner, check_tol, positive_int
+from ..estimators.base import Estimate, Learner, check_tol, positive_int, trainable
 from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
 from ..estimators.defaults import default_solver
 from ..solvers.relaxation import Relaxation
@@ -59,8 +59,6 @@ class ChainedBackprop(Learner):
         tol: float = 1e-12,
         max_iter: int = 10_000,
     ) -> None:
-        if cost is not None and not isinstance(cost, Cost):
-            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         if method not in ("implicit", "bptt"):
             raise ConfigurationError(f"Unknown method {method!r}; choose 'implicit' or 'bptt'.")
         check_solvers(solver, "solver")
@@ -101,7 +99,7 @@ class ChainedBackprop(Learner):
 
     def _implicit_block(self, block, solver: Relaxation, record, delta: Tensor):
         """(Σ_b dℓ_b/dθ, dℓ/dx per sample) of one block at its free equilibrium, given δ = dℓ/do."""
-        params = [(n, p) for n, p in block.named_parameters() if p.requires_grad]
+        params = trainable(block)
         with torch.enable_grad():
             leaves = tuple(s.clone().requires_grad_() for s in record.state)
             x_leaf = record.block_input.detach().requires_grad_()
@@ -126,7 +124,7 @@ class ChainedBackprop(Learner):
         return grads, delta_x
 
     def _bptt(self, model, x: Tensor, y: Tensor) -> Estimate:
-        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = trainable(model)
         statuses = []
         with torch.enable_grad():
             below = x

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..estimators.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner, trainable
 from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from ..solvers.integrators import LeapFrog
 
@@ -46,7 +46,7 @@ class FullDynamicsBPTT(Learner):
         return f"FullDynamicsBPTT(mass={self.mass}, integrator={self.integrator!r}, steps={self.steps}, cost={self.cost!r})"
 
     def _final(self, model: nn.Module, x_seq: Tensor, create_graph: bool):
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        names = [n for n, _ in trainable(model)]
         context = torch.enable_grad() if create_graph else torch.no_grad()
         with context:
             q0, p0 = model.init_state(x_seq)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, ConvergenceError
-from ..estimators.base import Estimate, check_tol, positive_int
+from ..estimators.base import Estimate, check_tol, positive_int, trainable
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Relaxation
 
@@ -61,7 +61,7 @@ class ImplicitDifferentiation(EnergyLearner):
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         _, state, status, out = self.free_equilibrium(model, x, y)
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        params = dict(trainable(model))
         with torch.enable_grad():
             leaves = tuple(s.clone().requires_grad_() for s in state)
             out_leaf = model.output(leaves)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..estimators.base import Estimate, Learner
+from ..estimators.base import Estimate, Learner, trainable
 from ..estimators.lagrangian import (
     TrajectoryNudge,
     check_boundary,
@@ -91,7 +91,7 @@ class LagrangianImplicit(Learner):
         periodic = self.boundary == "periodic"
         unknowns = free[:, :-1] if periodic else free
         nudge = TrajectoryNudge(model, self.cost, y, mode, x.shape[1], 1.0)
-        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        params = trainable(model)
         tensors = [p for _, p in params]
         with torch.enable_grad():
             _, jac = banded_jacobian(lambda z: self._system(model, x, z), unknowns, periodic=True)
@@ -131,7 +131,7 @@ class LagrangianBPTT(Learner):
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
         free = free_trajectory(model, x, "initial_value", self.solver)
-        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        params = trainable(model)
         nudge = TrajectoryNudge(model, self.cost, y, mode, x.shape[1], 1.0)
         with torch.enable_grad():
             s0, p0 = model.initial_conditions(x)

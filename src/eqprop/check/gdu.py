@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
-from ..estimators.base import check_beta, check_inputs
+from ..estimators.base import check_beta, check_inputs, trainable
 from ..estimators.capabilities import PerStepUpdates, discrete_map, per_step_learner
 from ..estimators.defaults import default_solver
 
@@ -138,7 +138,7 @@ def bptt_per_step(model, x: Tensor, y: Tensor, free, solver, cost: Cost, steps: 
     ∇_θ(k) is the vector-Jacobian product of one transition with ∇_s(k) (one parameter copy per
     transition). Returns (weights {name: [K, ...]}, neural per layer [K, ...], s_T).
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = dict(trainable(model))
     batch = x.shape[0]
     with torch.enable_grad():
         states = [tuple(s.detach().clone().requires_grad_() for s in free)]

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError, ShapeError
 from ..models.ff_ebm import FFEBM
 from ..solvers.relaxation import Relaxation
+from .base import trainable
 from .defaults import check_energy_solver, default_solver
 
 __all__ = ["BlockPass", "chain_free_pass", "predict_chain", "check_ffebm", "check_solvers", "feedforward_vjp",
@@ -88,7 +89,7 @@ def chain_free_pass(model: FFEBM, x: Tensor, solvers: Sequence[Relaxation | None
 
 def feedforward_vjp(model: FFEBM, k: int, record: BlockPass, delta_x: Tensor, batch: int) -> tuple[dict, Tensor | None]:
     """Backprop δx_k through F_k: (g_ω for the mean loss, δ_{k−1} = per-sample dℓ/do_{k−1} or None for k = 0)."""
-    params = [(n, p) for n, p in model.feedforward[k].named_parameters() if p.requires_grad]
+    params = trainable(model.feedforward[k])
     targets = [p for _, p in params] + ([record.below] if k > 0 else [])
     if not targets or not record.block_input.requires_grad:
         return {}, (torch.zeros_like(record.below) if k > 0 else None)

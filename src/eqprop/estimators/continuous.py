@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from .sequence import check_hamiltonian
+from .sequence import check_single_hamiltonian
 
 __all__ = ["check_continuous_model", "check_step_size", "check_grid_integrator", "trapezoid_weights",
            "grid_trajectory"]
@@ -22,13 +22,7 @@ __all__ = ["check_continuous_model", "check_step_size", "check_grid_integrator",
 
 def check_continuous_model(model) -> None:
     """A single Hamiltonian model (not a stack)."""
-    check_hamiltonian(model)
-    layers = model.hamiltonian_layers()
-    if len(layers) != 1 or layers[0] is not model:
-        raise ConfigurationError(
-            f"Continuous-time RHEL and the adjoint take a single Hamiltonian model, not the stack {type(model).__name__}; "
-            f"use the discrete eqprop.learners.RHEL for stacks."
-        )
+    check_single_hamiltonian(model, "Continuous-time RHEL (and the adjoint)")
 
 
 def check_step_size(h: float) -> float:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError
 from ..solvers.relaxation import Relaxation
-from .base import Learner
+from .base import Learner, trainable
 from .defaults import check_energy_solver, default_solver
 
 __all__ = ["EnergyLearner", "repeat_batch", "concat_states"]
@@ -55,8 +55,6 @@ class EnergyLearner(Learner):
 
     def __init__(self, solver: Relaxation | None = None, cost: Cost | None = None) -> None:
         check_energy_solver(solver)
-        if cost is not None and not isinstance(cost, Cost):
-            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         self.solver = solver
         self.cost = cost if cost is not None else SquaredError()
 
@@ -111,7 +109,7 @@ class EnergyLearner(Learner):
         nudge_values = [c * b for c, b in zip(coefficients, betas)]
         if model.output_is_parameter_free or not any(nudge_values):
             return grads
-        params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        params = dict(trainable(model))
         with torch.enable_grad():
             cost = self.cost(model.output(tuple(s.detach() for s in state)), ys)
             nudge_term = (cost * per_sample(nudge_values)).sum()

@@ -25,23 +25,21 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from ..errors import ConfigurationError
+from .functional import call_with_parameters
+from .sequence import check_sequence, check_single_hamiltonian, target_mode
 
 __all__ = ["JointSystem", "run", "parameter_rows"]
 
 
-class _Call(nn.Module):
-    """Calls one method of a model, so ``functional_call`` can swap its parameters."""
+def _potential(model: nn.Module, q: Tensor, u: Tensor) -> Tensor:
+    return model.potential(q, u)
 
-    def __init__(self, model: nn.Module, method: str) -> None:
-        super().__init__()
-        self.inner = model
-        self.method = method
 
-    def forward(self, *args):
-        return getattr(self.inner, self.method)(*args)
+def _output(model: nn.Module, q: Tensor) -> Tensor:
+    return model.output(q)
 
 
 class JointSystem:
@@ -63,8 +61,6 @@ class JointSystem:
         self.inv_mass = float(inv_mass)
         self.q_shape = torch.Size(q_shape)
         self.q_size = math.prod(self.q_shape)
-        self._potential = _Call(model, "potential")
-        self._output = _Call(model, "output")
 
     # -- packing -----------------------------------------------------------------------------
     def split(self, flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,10 +72,10 @@ class JointSystem:
         return torch.cat([q.reshape(q.shape[0], -1), theta], dim=1)
 
     def parameters_of(self, theta: Tensor) -> dict[str, Tensor]:
-        """Per-row parameter dictionary {"inner.<name>": [rows, *shape]} from flat rows θ."""
+        """Per-row parameter dictionary {name: [rows, *shape]} from flat rows θ."""
         out, start = {}, 0
         for name, shape, size in zip(self.names, self.shapes, self.sizes):
-            out["inner." + name] = theta[:, start:start + size].reshape(theta.shape[0], *shape)
+            out[name] = theta[:, start:start + size].reshape(theta.shape[0], *shape)
             start += size
         return out
 
@@ -87,14 +83,14 @@ class JointSystem:
     def energy(self, q: Tensor, theta: Tensor, u: Tensor) -> Tensor:
         """V(q_r, u_r; θ_r) for every row r, shape [rows]."""
         def one(params, q1, u1):
-            return functional_call(self._potential, params, (q1.unsqueeze(0), u1.unsqueeze(0)))[0]
+            return call_with_parameters(self.model, params, _potential, q1.unsqueeze(0), u1.unsqueeze(0))[0]
 
         return vmap(one)(self.parameters_of(theta), q, u)
 
     def output(self, q: Tensor, theta: Tensor) -> Tensor:
         """output(q_r; θ_r) for every row r."""
         def one(params, q1):
-            return functional_call(self._output, params, (q1.unsqueeze(0),))[0]
+            return call_with_parameters(self.model, params, _output, q1.unsqueeze(0))[0]
 
         return vmap(one)(self.parameters_of(theta), q)
 
@@ -170,15 +166,7 @@ def prepare(model: nn.Module, x: Tensor, y: Tensor | None, steps: int | None, co
     of the paper); a sequence [batch, T, features] is stepped as given and replayed in reverse by
     the echo. The target is a final-time one: [batch, ...] like one output.
     """
-    from ..estimators.sequence import check_hamiltonian, check_sequence, target_mode
-
-    check_hamiltonian(model)
-    layers = model.hamiltonian_layers()
-    if len(layers) != 1 or layers[0] is not model:
-        raise ConfigurationError(
-            f"HEB evolves one Hamiltonian system, but {type(model).__name__} is a stack of {len(layers)} layers "
-            f"with feedforward maps between them; train stacks with eqprop.learners.RHEL."
-        )
+    check_single_hamiltonian(model, "HEB")
     if isinstance(x, Tensor) and x.dim() == 2:
         if steps is None:
             raise ConfigurationError(

@@ -22,8 +22,8 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 
-__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_reversible", "pooling",
-           "initial_state_vjp", "check_echo_variant"]
+__all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_single_hamiltonian",
+           "check_reversible", "pooling", "initial_state_vjp", "check_echo_variant", "echo_return_error"]
 
 Mode = Literal["final", "per_step"]
 
@@ -41,6 +41,32 @@ def check_hamiltonian(model) -> None:
         raise ConfigurationError(
             f"This learner needs an eqprop.models.HamiltonianModel (e.g. LinearHRU, HSSM), got {type(model).__name__}."
         )
+
+
+def check_single_hamiltonian(model, learner: str) -> None:
+    """A Hamiltonian model that is not a stack (one layer, itself)."""
+    check_hamiltonian(model)
+    layers = model.hamiltonian_layers()
+    if len(layers) != 1 or layers[0] is not model:
+        raise ConfigurationError(
+            f"{learner} takes a single Hamiltonian model, but {type(model).__name__} is a stack of {len(layers)} "
+            f"layers with feedforward maps between them; train stacks with the discrete eqprop.learners.RHEL."
+        )
+
+
+def echo_return_error(states: Sequence[tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]],
+                      momentum_sign: float) -> float:
+    """How far an ε = 0 echo lands from the start, relative to the largest |q|, |p| at start and end.
+
+    ``states``: one (q_0, p_0, q_T, p_T, q_e, p_e) per layer; the echo should end at q_0 and at
+    ``momentum_sign``·p_0 (−1 for RHEL, whose echo runs with flipped momenta; +1 for HEB).
+    """
+    error, scale = 0.0, 0.0
+    with torch.no_grad():
+        for q0, p0, q_end, p_end, q_echo, p_echo in states:
+            error = max(error, float((q_echo - q0).abs().max()), float((p_echo - momentum_sign * p0).abs().max()))
+            scale = max(scale, *(float(t.abs().max()) for t in (q0, p0, q_end, p_end)))
+    return error / scale if scale > 0 else error
 
 
 def check_reversible(integrator, learner: str = "RHEL") -> None:

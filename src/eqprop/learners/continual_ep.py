@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
-from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs, positive_int
+from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs, positive_int, trainable
 from ..estimators.capabilities import EPUpdates, discrete_map, offers_per_step_updates
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Nudge, Relaxation
@@ -137,7 +137,7 @@ class ContinualEP(EnergyLearner):
         out = model.output(free)
         self.cost.check_target(out, y)
         loss = self.cost.loss(out, y).detach()
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        params = dict(trainable(model))
         snapshot = {n: p.detach().clone() for n, p in params.items()} if restore and self.lr != 0.0 else None
         try:
             with torch.no_grad():
@@ -197,7 +197,7 @@ def _check_output_parameter_free(model, cost: Cost, x: Tensor) -> None:
     if getattr(model, "output_is_parameter_free", False):
         return
     state = tuple(s.detach() for s in model.init_state(x))
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for _, p in trainable(model)]
     with torch.enable_grad():
         out = model.output(state)
     if out.requires_grad and any(

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
-from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.chain import chain_free_pass, check_ffebm, check_solvers, feedforward_vjp, per_block, predict_chain
 from ..estimators.defaults import default_solver
 from ..estimators.energy_based import concat_states, repeat_batch
@@ -98,8 +98,6 @@ class ChainedEP(Learner):
         cost: Cost | None = None,
         variant: str = "centered",
     ) -> None:
-        if cost is not None and not isinstance(cost, Cost):
-            raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
         if variant not in ("centered", "positive"):
             raise ConfigurationError(f"Unknown ChainedEP variant {variant!r}; choose 'centered' (O(β²)) or 'positive' (O(β)).")
         check_solvers(solver, "solver")
@@ -162,7 +160,7 @@ class ChainedEP(Learner):
         its x-derivative (x shared by both halves) is δx_k / B.
         """
         batch = x_k.shape[0]
-        params = [(n, p) for n, p in block.named_parameters() if p.requires_grad]
+        params = trainable(block)
         weights = torch.cat([torch.ones(batch, dtype=betas.dtype, device=betas.device), -torch.ones_like(betas[:batch])])
         weights = weights / (spread * batch)
         with torch.enable_grad():

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError
-from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.lagrangian import (
     TrajectoryNudge,
     check_boundary,
@@ -100,7 +100,7 @@ class GLEP(Learner):
             loss = nudges[self.beta].loss(free).mean()
             prediction = outputs_of(model, free) if mode == "per_step" else model.output(free[:, -1])
         trajectories = {b: (free if b == 0.0 else self.nudged_trajectory(model, x, free, nudges[b])) for b in nudges}
-        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        params = trainable(model)
         b1, b2 = self._betas()
         g1 = self._action_grad(model, x, trajectories[b1], nudges[b1], params)
         g2 = self._action_grad(model, x, trajectories[b2], nudges[b2], params)

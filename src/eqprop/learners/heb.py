@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..estimators.base import Estimate, Learner, check_beta
+from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
-from ..estimators.sequence import check_echo_variant, check_reversible, initial_state_vjp
+from ..estimators.sequence import check_echo_variant, check_reversible, echo_return_error, initial_state_vjp
 from ..solvers.integrators import Integrator, LeapFrog
 
 __all__ = ["HEB"]
@@ -114,7 +114,7 @@ class HEB(Learner):
         (tests/test_heb.py), at the cost of plain batched evaluations.
         """
         batch, copies = x_seq.shape[0], len(etas)
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        names = [n for n, _ in trainable(model)]
         named = dict(model.named_parameters())
         params = [named[n] for n in names]
         inputs = _inputs(x_seq)
@@ -163,7 +163,7 @@ class HEB(Learner):
     # -- the phases ----------------------------------------------------------------------------
     def _initial(self, model, x_seq: Tensor):
         """The joint system, its step and X₀ = (q₀, θ₀, p₀, π₀ = 0) with one row per sample."""
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        names = [n for n, _ in trainable(model)]
         with torch.no_grad():
             q0, p0 = model.init_state(x_seq)
         dt = check_joint(model, self.integrator, names, p0)
@@ -225,7 +225,4 @@ def _inputs(x_seq: Tensor) -> list[Tensor]:
 
 
 def _return_error(Q0: Tensor, P0: Tensor, Q_T: Tensor, P_T: Tensor, Q_e: Tensor, P_e: Tensor) -> float:
-    with torch.no_grad():
-        error = max(float((Q_e - Q0).abs().max()), float((P_e - P0).abs().max()))
-        scale = max(float(t.abs().max()) for t in (Q0, P0, Q_T, P_T))
-    return error / scale if scale > 0 else error
+    return echo_return_error([(Q0, P0, Q_T, P_T, Q_e, P_e)], 1.0)

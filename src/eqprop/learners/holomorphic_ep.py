@@ -33,29 +33,21 @@ from torch import Tensor, nn
 
 from ..costs import Cost
 from ..errors import ConfigurationError, EqpropError, NotHolomorphicError
-from ..solvers.relaxation import Nudge, Relaxation
 from ..estimators.base import Estimate, check_beta
 from ..estimators.energy_based import EnergyLearner, concat_states, repeat_batch, split_state
+from ..estimators.functional import call_with_parameters
+from ..solvers.relaxation import Nudge, Relaxation
 
 __all__ = ["HolomorphicEP", "check_holomorphic", "complex_call"]
 
 _COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64}
 
 
-class _Call(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, fn: Callable[[nn.Module], Any]) -> Any:
-        return fn(self.model)
-
-
 def complex_call(model: nn.Module, fn: Callable[[nn.Module], Any], params: dict[str, Tensor] | None = None):
     """Run ``fn(model)`` with every parameter replaced by a complex copy (or by ``params``)."""
     if params is None:
         params = complex_parameters(model)
-    return torch.func.functional_call(_Call(model), {f"model.{n}": p for n, p in params.items()}, (fn,))
+    return call_with_parameters(model, params, fn)
 
 
 def complex_dtype(dtype: torch.dtype, what: str) -> torch.dtype:

@@ -38,12 +38,13 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
+from ..estimators.base import Estimate, Learner, check_beta, trainable
+from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence,
+                                   echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
 from ..solvers.integrators import PositionVerlet
-from ..estimators.base import Estimate, Learner, check_beta
-from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence, initial_state_vjp, pooling, simulate,
-                       target_mode)
 
 __all__ = ["RHEL"]
+
 
 class RHEL(Learner):
     """Discrete-time RHEL; gradients equal BPTT through the same reversible integrator up to O(ε²).
@@ -175,7 +176,7 @@ class RHEL(Learner):
     def _collect(self, model, x, kernels, stack, states, denominator: float) -> dict[str, Tensor]:
         """dL/dθ = feedforward VJPs − (contrast of the Hamiltonian layers)/(ε_a − ε_b), batch mean."""
         batch = x.shape[0]
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for _, p in trainable(model)]
         direct = {id(p): torch.zeros_like(p) for p in params}
         for p, g in stack.grads():
             if id(p) in direct:
@@ -192,16 +193,13 @@ class RHEL(Learner):
         for p, g in zip(params, initial_state_vjp(initial, lambdas, params)):
             if g is not None:
                 direct[id(p)] += g
-        return {name: direct[id(p)] / batch for name, p in model.named_parameters() if p.requires_grad}
+        return {name: direct[id(p)] / batch for name, p in trainable(model)}
 
 
 def _return_error(model, x, final_states, echo_states, copy: int, batch: int) -> float:
+    """The ε = 0 echo copy ``copy`` against the start (q_0, −p_0) of every layer."""
+    rows = slice(copy * batch, (copy + 1) * batch)
     with torch.no_grad():
         initial = model.init_states(x)
-        error, scale = 0.0, 0.0
-        for (q0, p0), (qn, pn), (qe, pe) in zip(initial, final_states, echo_states):
-            qe, pe = qe[copy * batch:(copy + 1) * batch], pe[copy * batch:(copy + 1) * batch]
-            error = max(error, float((qe - q0).abs().max()), float((pe + p0).abs().max()))
-            scale = max(scale, float(qn.abs().max()), float(pn.abs().max()), float(q0.abs().max()),
-                        float(p0.abs().max()))
-    return error / scale if scale > 0 else error
+    return echo_return_error([(q0, p0, qn, pn, qe[rows], pe[rows])
+                              for (q0, p0), (qn, pn), (qe, pe) in zip(initial, final_states, echo_states)], -1.0)

@@ -143,4 +143,4 @@ class ContinuousRHEL(Learner):
         for p_, g in kernel.grads():
             if id(p_) in direct:
                 direct[id(p_)] -= g / denominator
-        return {name: direct[id(p_)] / batch for name, p_ in model.named_parameters() if p_.requires_grad}
+        return {name: direct[id(p_)] / batch for name, p_ in trainable(model)}
