@@ -273,9 +273,9 @@ class Learner:
             else:  # nothing to learn: an empty gradient where the estimator copes, one sentence where not
                 try:
                     est = self.estimate(model, x, y)
-                except EqpropError:
+                except ConfigurationError:  # a setting to fix first (e.g. a missing step size)
                     raise
-                except Exception:  # noqa: BLE001 - e.g. autograd.grad of no inputs
+                except Exception:  # noqa: BLE001 - e.g. autograd.grad of no inputs, misread downstream
                     raise ConfigurationError(
                         f"{type(model).__name__} has no trainable parameters (none defined or all requires_grad=False), "
                         f"so {type(self).__name__} has nothing to estimate; give it an nn.Parameter or call "

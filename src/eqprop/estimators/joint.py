@@ -118,6 +118,10 @@ class JointSystem:
 def parameter_rows(model: nn.Module, names: list[str], rows: int) -> Tensor:
     """θ₀ flattened and repeated once per row, [rows, n_θ] (keeps the graph to the parameters)."""
     params = dict(model.named_parameters())
+    if not names:  # nothing trained: an empty θ (the joint system is then the model alone)
+        ref = next(iter(params.values()), None)
+        return torch.zeros(rows, 0, dtype=ref.dtype if ref is not None else torch.get_default_dtype(),
+                           device=ref.device if ref is not None else None)
     flat = torch.cat([params[n].reshape(-1) for n in names])
     return flat.unsqueeze(0).expand(rows, -1)
 
