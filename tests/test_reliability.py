@@ -439,3 +439,11 @@ def test_sequence_inputs_of_one_axis_name_the_sequence_shape():
     with pytest.raises(ShapeError, match=r"\[batch, T, features\]"):
         L.RHEL(1e-3).grads(model, x[:, :, 0].reshape(-1), y)
     assert math.isfinite(float(L.RHEL(1e-3).grads(model, x, y)["dt"].sum()))
+
+
+def test_hopfield_activation_given_by_name_is_refused_naming_get_activation():
+    class Named(SummedPrimitive):
+        activations = ("sigmoid",)
+
+    with pytest.raises(ConfigurationError, match=r"get_activation"):
+        L.EP(0.1).grads(Named(), torch.randn(4, 3, dtype=D), torch.rand(4, 2, dtype=D))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import NonFiniteError, ShapeError
+from ..errors import ConfigurationError, NonFiniteError, ShapeError
 from ._checks import check_per_sample, check_state
 from .activations import Activation, get_activation
 
@@ -145,6 +145,12 @@ class HopfieldEnergy(EnergyModel):
         one value per sample (a summed Φ would broadcast against the Legendre terms)."""
         name = type(self).__name__
         state = check_state(f"{name}.init_state", self.init_state(x), x.shape[0])
+        bad = [k for k, a in enumerate(self.activations) if not isinstance(a, Activation)]
+        if bad:
+            raise ConfigurationError(
+                f"{name}.activations[{bad[0]}] is {self.activations[bad[0]]!r}, not an eqprop.models.Activation; "
+                f"look built-ins up with eqprop.models.get_activation(name)."
+            )
         if len(self.activations) != len(state):
             raise ShapeError(
                 f"{name} has {len(self.activations)} activations for a state of {len(state)} layers; give one per layer."
