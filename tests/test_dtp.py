@@ -20,6 +20,7 @@ from eqprop.errors import ConfigurationError, ShapeError
 from eqprop.learners import DTP
 from eqprop.learners.dtp import difference_reconstruction_loss
 from eqprop.models import DTPConvNetwork, DTPNetwork
+from eqprop.models.dtp import unpool
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -153,6 +154,15 @@ def test_grads_has_no_side_effect_and_state_resumes_exactly():
     resumed.train_feedback(twin, x)
     # Same generator state and momentum buffers: the same noise and updates, bit for bit.
     assert torch.equal(model.feedback_layers[1].weight, twin.feedback_layers[1].weight)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 1, 5, 4)])
+def test_unpool_is_max_unpool2d(shape):
+    u = torch.randn(*shape)
+    pooled, indices = torch.nn.functional.max_pool2d(u, 2, return_indices=True)
+    expected = torch.nn.functional.max_unpool2d(pooled, indices, 2, output_size=u.shape[-2:])
+    # A copy of values into their argmax positions: exactly equal, odd sizes included.
+    assert torch.equal(unpool(pooled, indices, u.shape[-2:]), expected)
 
 
 def test_angle_deg():

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError, ShapeError
 from ._checks import positive_int
 
-__all__ = ["DTPModel", "DTPNetwork", "DTPConvNetwork", "FEEDFORWARD_ACTIVATIONS"]
+__all__ = ["DTPModel", "DTPNetwork", "DTPConvNetwork", "FEEDFORWARD_ACTIVATIONS", "unpool"]
 
 FEEDFORWARD_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "elu": F.elu,
@@ -117,6 +117,21 @@ def _adjoint_shape(layer: nn.Module) -> tuple[int, ...]:
     if isinstance(layer, nn.Conv2d):
         return tuple(layer.weight.shape)
     raise ConfigurationError(f"No feedback layer is defined for a forward {type(layer).__name__}; use nn.Linear or nn.Conv2d.")
+
+
+def unpool(s: Tensor, indices: Tensor, size: Sequence[int]) -> Tensor:
+    """2×2 max-unpooling: each value of ``s`` goes back to the position its window's maximum came
+    from (``indices`` of ``F.max_pool2d(..., 2, return_indices=True)``), zeros elsewhere.
+
+    The same as ``F.max_unpool2d(s, indices, 2, output_size=size)``, written with a one-hot mask
+    so that it is deterministic on every device (no scatter).
+    """
+    h, w = int(size[0]), int(size[1])
+    hp, wp = s.shape[-2:]
+    offset = (indices // w % 2) * 2 + indices % w % 2  # position of the maximum in its 2×2 window
+    blocks = s.unsqueeze(-1) * F.one_hot(offset, 4).to(s.dtype)
+    out = blocks.reshape(*s.shape, 2, 2).transpose(-3, -2).reshape(*s.shape[:-2], 2 * hp, 2 * wp)
+    return F.pad(out, (0, w - 2 * wp, 0, h - 2 * hp)) if (2 * hp, 2 * wp) != (h, w) else out
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -220,7 +235,7 @@ class DTPConvNetwork(DTPModel):
                 "context that forward_step returned."
             )
         indices, size = context
-        return self.feedback_layers[i](self.rho(F.max_unpool2d(s, indices, 2, output_size=size)))
+        return self.feedback_layers[i](self.rho(unpool(s, indices, size)))
 
     def extra_repr(self) -> str:
         return (f"input_shape={self.input_shape}, channels={self.channels}, n_classes={self.n_classes}, "
