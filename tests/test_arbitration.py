@@ -10,6 +10,8 @@ MB, MF in control when stable, MB back after a change).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -213,6 +215,7 @@ def test_unreachable_goal_is_refused():
     lambda: GridWorld(["#S..G#"], moves=6),
     lambda: GridWorld(TWO_ROOMS).close((1, 1)),           # the start cannot be closed
     lambda: GridWorld(TWO_ROOMS).move_goal((0, 0)),       # a wall
+    lambda: GridWorld(TWO_ROOMS).move_goal((1, 1)),       # the start
     lambda: QLearning(5, 4, alpha=0.0),
     lambda: ModelBased(5, 4, window=0),
     lambda: ModelBased(5, 4, gamma=1.0),
@@ -221,6 +224,13 @@ def test_unreachable_goal_is_refused():
 def test_bad_world_and_expert_settings_are_refused(make):
     with pytest.raises(ConfigurationError):
         make()
+
+
+def test_non_finite_initial_values_are_refused():
+    with pytest.raises(NonFiniteError):
+        QLearning(5, 4, q_init=float("nan"))
+    with pytest.raises(NonFiniteError):
+        ModelBased(5, 4, q_init=float("inf"))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -237,6 +247,26 @@ def test_bad_arbiter_settings_are_refused(kwargs, match):
         agent(world, **{"criterion": "entropy_cost", **kwargs})
     with pytest.raises(ConfigurationError, match="share states and actions"):
         Arbiter(QLearning(3, 8), ModelBased(4, 8))
+
+
+def test_names_and_config_as_documented():
+    import yaml
+
+    import eqprop
+
+    assert eqprop.arbitration.normalized_entropy(probs=[0.5, 0.5]) == pytest.approx(1.0)
+    for name in ("GridWorld", "QLearning", "ModelBased", "Arbiter"):
+        assert hasattr(eqprop.arbitration, name)
+    # the example's config builds every object with the documented keyword arguments
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "arbitration" / "gridworld.yaml").read_text())
+    world = GridWorld(cfg["world"]["layout"], slip=cfg["world"]["slip"], moves=cfg["world"]["moves"])
+    assert world.render() == GridWorld(TWO_ROOMS).render()
+    arbiter = Arbiter(QLearning(world.n_states, world.n_actions, **cfg["mf"]), ModelBased(world.n_states, world.n_actions, **cfg["mb"]),
+                      **cfg["arbiter"])
+    assert arbiter.kappa == 3.0
+    for change in cfg["scenarios"].values():
+        (kind, cell), = change.items()
+        getattr(GridWorld(TWO_ROOMS), kind)(tuple(cell))  # each scenario's change is accepted
 
 
 # --- the paper's claims, at small size --------------------------------------------------------

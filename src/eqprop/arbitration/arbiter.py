@@ -83,7 +83,8 @@ class Arbiter:
     """Meta-controller between a model-free and a model-based expert (Dromnelle et al. 2020/2022).
 
     Args:
-        mf, mb: a :class:`QLearning` and a :class:`ModelBased` on the same world.
+        mf: the model-free expert, a :class:`QLearning`.
+        mb: the model-based expert, a :class:`ModelBased` on the same world.
         criterion: ``"entropy_cost"`` (the paper's), ``"entropy"``, ``"random"``, ``"mb"``, ``"mf"``.
         kappa: κ ≥ 0 in θ = exp(−κ Ĥ_MF) on the *normalised* entropy; ``float("inf")`` is the
             entropy-only criterion. The default 3 is the authors' code's κ = 1, which multiplies

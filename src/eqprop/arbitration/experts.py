@@ -99,13 +99,15 @@ def value_iteration(P: np.ndarray, R: np.ndarray, gamma: float, tol: float = 0.0
     raise ConvergenceError(f"value iteration did not reach Σ|ΔQ| < {tol} in {max_sweeps} sweeps (last {delta:.3g}); raise max_sweeps or tol.")
 
 
-def _check_common(n_states: int, n_actions: int, gamma: float, beta: float) -> None:
+def _check_common(n_states: int, n_actions: int, gamma: float, beta: float, q_init: float) -> None:
     if int(n_states) < 1 or int(n_actions) < 2:
         raise ConfigurationError(f"need at least 1 state and 2 actions, got n_states={n_states}, n_actions={n_actions}.")
     if not 0.0 <= gamma < 1.0:
         raise ConfigurationError(f"gamma must be in [0, 1), got {gamma}.")
     if not (np.isfinite(beta) and beta >= 0.0):
         raise ConfigurationError(f"beta (softmax inverse temperature) must be finite and ≥ 0, got {beta}.")
+    if not np.isfinite(q_init):
+        raise NonFiniteError(f"q_init must be a finite initial action value, got {q_init}.")
 
 
 class QLearning:
@@ -121,7 +123,7 @@ class QLearning:
 
     def __init__(self, n_states: int, n_actions: int, *, alpha: float = 0.6, gamma: float = 0.9, beta: float = 50.0,
                  q_init: float = 1.0) -> None:
-        _check_common(n_states, n_actions, gamma, beta)
+        _check_common(n_states, n_actions, gamma, beta, q_init)
         if not 0.0 < alpha <= 1.0:
             raise ConfigurationError(f"alpha (learning rate) must be in (0, 1], got {alpha}.")
         self.alpha, self.gamma, self.beta = float(alpha), float(gamma), float(beta)
@@ -154,7 +156,7 @@ class ModelBased:
 
     def __init__(self, n_states: int, n_actions: int, *, gamma: float = 0.9, beta: float = 50.0, window: int = 10,
                  tol: float = 0.01, q_init: float = 1.0) -> None:
-        _check_common(n_states, n_actions, gamma, beta)
+        _check_common(n_states, n_actions, gamma, beta, q_init)
         if int(window) < 1:
             raise ConfigurationError(f"window must be a positive number of outcomes, got {window}.")
         if not tol > 0.0:

@@ -158,6 +158,8 @@ class GridWorld:
         new = self.state(cell)
         if not self._open[new]:
             raise ConfigurationError(f"cell {self.cells[new]} is closed; the goal must be an open cell.")
+        if new == self.start:
+            raise ConfigurationError(f"cell {self.cells[new]} is the start; put the goal on another cell.")
         old, self.goal = self.goal, new
         try:
             self._check_reachable()
