@@ -143,7 +143,8 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
             need several to express a graded output); ``output`` is the mean of each group.
         low_pass: γ_n of the low-pass dynamics, in (0, 1] (the paper's 0.5).
         learn_alpha: make the scales α_l trainable parameters (``alpha.<l>``).
-        closed_form, init_scale: as :class:`HopfieldMLP`.
+        closed_form: as :class:`HopfieldMLP`.
+        init_scale: as :class:`HopfieldMLP`.
     """
 
     def __init__(

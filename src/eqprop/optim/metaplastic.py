@@ -45,7 +45,10 @@ class MetaplasticAdam(torch.optim.Optimizer):
 
     Args:
         params: tensors or param groups (a group may set its own ``meta``, the paper's per-layer m).
-        lr, betas, eps, weight_decay: as ``torch.optim.Adam`` (L2 weight decay added to g).
+        lr: as ``torch.optim.Adam``.
+        betas: as ``torch.optim.Adam``.
+        eps: as ``torch.optim.Adam``.
+        weight_decay: as ``torch.optim.Adam`` (L2 weight decay added to g).
         meta: metaplasticity m ≥ 0 (the paper: 1.35 on permuted MNIST, 1.5 MNIST → FMNIST).
     """
 
