@@ -245,8 +245,16 @@ def test_bad_arbiter_settings_are_refused(kwargs, match):
     world = GridWorld(TWO_ROOMS)
     with pytest.raises(ConfigurationError, match=match):
         agent(world, **{"criterion": "entropy_cost", **kwargs})
+
+
+def test_experts_that_do_not_fit_are_refused():
+    world = GridWorld(TWO_ROOMS)
     with pytest.raises(ConfigurationError, match="share states and actions"):
         Arbiter(QLearning(3, 8), ModelBased(4, 8))
+    with pytest.raises(ConfigurationError, match="the world has"):
+        simulate(GridWorld(["#S.G#"]), agent(world), 10)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        agent(world).act(world.n_states)
 
 
 def test_names_and_config_as_documented():

@@ -138,6 +138,9 @@ class Arbiter:
 
     def act(self, state: int) -> Decision:
         """Arbitrate, let the winner plan, filter both experts' probabilities, sample the action."""
+        if not 0 <= int(state) < len(self.visited):
+            raise ConfigurationError(f"state {state} does not exist: the experts know states 0..{len(self.visited) - 1}.")
+        state = int(state)
         h = self.entropies(state)
         planners: tuple[int, ...]
         if self.criterion in ("mf", "mb"):
@@ -201,6 +204,9 @@ def simulate(world: GridWorld, arbiter: Arbiter, steps: int, *, changes: Mapping
     """
     if int(steps) < 1:
         raise ConfigurationError(f"steps must be a positive integer, got {steps}.")
+    if arbiter.p_bar.shape[1:] != (world.n_states, world.n_actions):
+        raise ConfigurationError(f"the experts were built for {arbiter.p_bar.shape[1:]} states × actions, the world has "
+                                 f"{(world.n_states, world.n_actions)}; build them with world.n_states and world.n_actions.")
     changes = dict(changes or {})
     rng = np.random.default_rng(seed)
     steps = int(steps)
