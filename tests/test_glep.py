@@ -115,7 +115,7 @@ def test_baselines_agree_with_bptt_and_finite_differences(references):
             with torch.no_grad():
                 for name, p in params.items():
                     p.add_(sign * h * direction[name])
-            trajectory = free_trajectory(model, x, boundary, BoundaryNewton())
+            trajectory, _ = free_trajectory(model, x, boundary, BoundaryNewton())
             losses.append(TrajectoryNudge(model, SquaredError(), y, "per_step", STEPS, 1.0).loss(trajectory).mean())
             with torch.no_grad():
                 for name, p in params.items():

@@ -87,7 +87,7 @@ class LagrangianImplicit(Learner):
         check_lagrangian(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        free = free_trajectory(model, x, self.boundary, self.solver)
+        free, status = free_trajectory(model, x, self.boundary, self.solver)
         periodic = self.boundary == "periodic"
         unknowns = free[:, :-1] if periodic else free
         nudge = TrajectoryNudge(model, self.cost, y, mode, x.shape[1], 1.0)
@@ -112,7 +112,8 @@ class LagrangianImplicit(Learner):
                     total = total + part
             grads[name] = total / batch
         return Estimate(grads=grads, loss=(loss_sum / batch).detach(), prediction=_prediction(model, free, mode),
-                        info={"mode": mode, "boundary": self.boundary, "solver_residual": self.solver.last_residual})
+                        info={"mode": mode, "boundary": self.boundary, "solver_status": status,
+                              "solver_residual": status.residual})
 
 
 class LagrangianBPTT(Learner):
@@ -130,7 +131,7 @@ class LagrangianBPTT(Learner):
         check_lagrangian(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        free = free_trajectory(model, x, "initial_value", self.solver)
+        free, _ = free_trajectory(model, x, "initial_value", self.solver)
         params = trainable(model)
         nudge = TrajectoryNudge(model, self.cost, y, mode, x.shape[1], 1.0)
         with torch.enable_grad():

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..errors import ConfigurationError, ShapeError
 from ..models.lagrangian import LagrangianModel
-from ..solvers.boundary import BoundaryNewton
+from ..solvers.boundary import BoundaryNewton, BoundaryStatus
 from .sequence import Mode, mode_for_target
 
 __all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of",
@@ -40,8 +40,6 @@ def solver_and_cost(solver: BoundaryNewton | None, cost: Cost | None) -> tuple[B
     """``solver`` (default ``BoundaryNewton()``) and ``cost`` (default ``SquaredError()``), type-checked."""
     if solver is not None and not isinstance(solver, BoundaryNewton):
         raise ConfigurationError(f"solver must be an eqprop.solvers.BoundaryNewton, got {type(solver).__name__}.")
-    if cost is not None and not isinstance(cost, Cost):
-        raise ConfigurationError(f"cost must be an eqprop.costs.Cost, got {type(cost).__name__}.")
     return (BoundaryNewton() if solver is None else solver), (SquaredError() if cost is None else cost)
 
 
@@ -117,13 +115,9 @@ class TrajectoryNudge:
 BOUNDARY_CONDITIONS = ("echo", "fixed_ends", "periodic", "initial_value")
 
 
-def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> Tensor:
-    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph).
-
-    Resets ``solver.last_residual``, which then holds the worst Newton residual from this free
-    solve on (the nudged solves that follow it included).
-    """
-    solver.last_residual = 0.0
+def free_trajectory(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> tuple[Tensor, BoundaryStatus]:
+    """The β = 0 stationary trajectory [batch, N + 1, n] under ``boundary`` (no graph), and the
+    solver's status (:class:`eqprop.solvers.BoundaryStatus`)."""
     with torch.no_grad():
         s0, p0 = model.initial_conditions(x)
     if boundary in ("echo", "initial_value"):
@@ -152,4 +146,4 @@ def predict_outputs(model, x: Tensor, boundary: str, solver: BoundaryNewton) -> 
     check_lagrangian(model)
     check_sequence(model, x)
     with torch.no_grad():
-        return outputs_of(model, free_trajectory(model, x, boundary, solver))
+        return outputs_of(model, free_trajectory(model, x, boundary, solver)[0])

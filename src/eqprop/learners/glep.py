@@ -49,7 +49,7 @@ from ..estimators.lagrangian import (
     solver_and_cost,
     target_mode,
 )
-from ..solvers.boundary import BoundaryNewton, end_momentum, start_momentum
+from ..solvers.boundary import BoundaryNewton, BoundaryStatus, end_momentum, start_momentum
 
 __all__ = ["GLEP"]
 
@@ -94,12 +94,16 @@ class GLEP(Learner):
         check_lagrangian(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        free = free_trajectory(model, x, self.boundary, self.solver)
+        free, status = free_trajectory(model, x, self.boundary, self.solver)
         nudges = {b: TrajectoryNudge(model, self.cost, y, mode, x.shape[1], b) for b in self._betas()}
         with torch.no_grad():
             loss = nudges[self.beta].loss(free).mean()
             prediction = outputs_of(model, free) if mode == "per_step" else model.output(free[:, -1])
-        trajectories = {b: (free if b == 0.0 else self.nudged_trajectory(model, x, free, nudges[b])) for b in nudges}
+        trajectories = {0.0: free}
+        for b in nudges:
+            if b != 0.0:
+                trajectories[b], nudged_status = self.nudged_trajectory(model, x, free, nudges[b])
+                status = status | nudged_status
         params = trainable(model)
         b1, b2 = self._betas()
         g1 = self._action_grad(model, x, trajectories[b1], nudges[b1], params)
@@ -109,7 +113,7 @@ class GLEP(Learner):
         if self.residual and self.boundary != "periodic":
             extra = self._boundary_residual(model, x, free, trajectories, nudges, params)
             grads = [g + e for g, e in zip(grads, extra)]
-        info["solver_residual"] = self.solver.last_residual
+        info["solver_status"], info["solver_residual"] = status, status.residual  # free and nudged solves
         batch = x.shape[0]
         return Estimate(grads={name: g / batch for (name, _), g in zip(params, grads)}, loss=loss,
                         prediction=prediction, info=info)
@@ -118,8 +122,8 @@ class GLEP(Learner):
     def _betas(self) -> tuple[float, float]:
         return (self.beta, -self.beta) if self.variant == "centered" else (self.beta, 0.0)
 
-    def nudged_trajectory(self, model, x: Tensor, free: Tensor, nudge: TrajectoryNudge) -> Tensor:
-        """The stationary trajectory of A_β under this learner's boundary condition."""
+    def nudged_trajectory(self, model, x: Tensor, free: Tensor, nudge: TrajectoryNudge) -> tuple[Tensor, BoundaryStatus]:
+        """The stationary trajectory of A_β under this learner's boundary condition, and its status."""
         if self.boundary == "initial_value":
             with torch.no_grad():
                 s0, p0 = model.initial_conditions(x)
@@ -133,8 +137,8 @@ class GLEP(Learner):
         """max |s_echo − s⁰| / max |s⁰| for the β = 0 echo: round-off when the echo is exact."""
         check_lagrangian(model)
         check_sequence(model, x)
-        free = free_trajectory(model, x, "echo", self.solver)
-        echo = self.solver.shoot_backward(model, x, free[:, -1], end_momentum(model, free, x), None)
+        free, _ = free_trajectory(model, x, "echo", self.solver)
+        echo, _ = self.solver.shoot_backward(model, x, free[:, -1], end_momentum(model, free, x), None)
         return float((echo - free).abs().max() / free.abs().max().clamp_min(1e-300))
 
     @staticmethod

@@ -28,6 +28,7 @@ This module knows models only through ``step_action`` / ``action_terms`` / ``ste
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from .newton import banded_jacobian, default_tol, newton_step, newton_update, report_failure
 
-__all__ = ["BoundaryNewton", "step_partials", "start_momentum", "end_momentum", "BOUNDARIES"]
+__all__ = ["BoundaryNewton", "BoundaryStatus", "step_partials", "start_momentum", "end_momentum", "BOUNDARIES"]
 
 BOUNDARIES = ("fixed_ends", "periodic")
 
@@ -69,6 +70,25 @@ def end_momentum(model, trajectory: Tensor, x: Tensor, nudge=None, create_graph:
     return d2 if g is None else d2 + g
 
 
+@dataclass(frozen=True)
+class BoundaryStatus:
+    """How a trajectory solve ended: the worst Newton residual over its solves (one per time step
+    when shooting, one for a whole-trajectory solve), whether every solve met the tolerance, and
+    how many solves there were. ``a | b`` is the status of both solves together."""
+
+    residual: float
+    converged: bool
+    solves: int
+
+    def __or__(self, other: "BoundaryStatus") -> "BoundaryStatus":
+        return BoundaryStatus(max(self.residual, other.residual), self.converged and other.converged,
+                              self.solves + other.solves)
+
+    def __str__(self) -> str:
+        word = "converged" if self.converged else "did not converge"
+        return f"{word} ({self.solves} Newton solves), worst residual {self.residual:.3e}"
+
+
 class BoundaryNewton:
     """Newton solvers for the discrete Euler–Lagrange equations, batched over samples.
 
@@ -83,6 +103,9 @@ class BoundaryNewton:
     per iteration over the whole trajectory (c = 3 to 5 colours) and one dense solve of size
     (N − 1)·n per sample. For L = ½ṡᵀMṡ − V(s) with quadrature="left" each shooting step is linear
     in the unknown: one Newton iteration solves it exactly.
+
+    Every solve returns ``(trajectory, status)`` with a :class:`BoundaryStatus`, as the
+    relaxation solvers return ``(state, status)``.
     """
 
     def __init__(self, tol: float | None = None, max_steps: int = 50, on_failure: str = "warn") -> None:
@@ -93,7 +116,6 @@ class BoundaryNewton:
         if not isinstance(max_steps, (int, float)) or not math.isfinite(max_steps) or int(max_steps) != max_steps or max_steps < 1:
             raise ConfigurationError(f"max_steps must be an integer ≥ 1, got {max_steps!r}.")
         self.tol, self.max_steps, self.on_failure = tol, int(max_steps), on_failure
-        self.last_residual = 0.0
 
     def __repr__(self) -> str:
         return f"BoundaryNewton(tol={self.tol}, max_steps={self.max_steps}, on_failure={self.on_failure!r})"
@@ -102,8 +124,8 @@ class BoundaryNewton:
         return default_tol(ref.dtype) if self.tol is None else float(self.tol)
 
     # -- one unknown point at a time (shooting) --------------------------------------------------
-    def _local(self, partial, guess: Tensor, known: Tensor, what: str, cache: dict) -> tuple[Tensor, Tensor]:
-        """Solve partial(u)[0] + known = 0 for u; return (u, the other partial at u).
+    def _local(self, partial, guess: Tensor, known: Tensor, what: str, cache: dict) -> tuple[Tensor, Tensor, float]:
+        """Solve partial(u)[0] + known = 0 for u; return (u, the other partial at u, the residual).
 
         A chord method: the Jacobian of the previous time step (``cache``) is reused while it
         contracts the residual by 10× per iteration, and recomputed otherwise (for a quadratic
@@ -118,8 +140,7 @@ class BoundaryNewton:
             if res <= tol or it == self.max_steps:
                 if res > tol:
                     report_failure(what, res, tol, it, self.on_failure)
-                self.last_residual = max(self.last_residual, res)
-                return u, other
+                return u, other, res
             if cache.get("jac") is None or res > 0.1 * previous:
                 def residual(z: Tensor) -> Tensor:
                     return (partial(z[:, 0], True)[0] + known).unsqueeze(1)
@@ -129,13 +150,13 @@ class BoundaryNewton:
             u = newton_update(u.unsqueeze(1), r, cache["jac"])[:, 0].detach()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def shoot_forward(self, model, x: Tensor, s0: Tensor, p0: Tensor, nudge=None) -> Tensor:
-        """Constant initial value: the trajectory [batch, N + 1, n] from (s_0, P_0) under the nudge."""
+    def shoot_forward(self, model, x: Tensor, s0: Tensor, p0: Tensor, nudge=None) -> tuple[Tensor, BoundaryStatus]:
+        """Constant initial value: the trajectory [batch, N + 1, n] from (s_0, P_0) under the nudge, and its status."""
         dt = model.step_size().detach()
         states = [s0.detach()]
         g0 = _nudge_grad(nudge, 0, s0)
         known = p0.detach() if g0 is None else p0.detach() + g0
-        prev, cache = None, {}
+        prev, cache, residuals = None, {}, []
         for k in range(x.shape[1]):
             s_k, x_k = states[k], x[:, k]
             guess = s_k + dt * p0.detach() if prev is None else 2 * s_k - prev
@@ -143,15 +164,16 @@ class BoundaryNewton:
             def partial(u: Tensor, graph: bool, s_k=s_k, x_k=x_k):
                 return step_partials(model, s_k, u, x_k, dt, create_graph=graph)
 
-            s_next, d2 = self._local(partial, guess, known, "forward (initial-value) solve", cache)
+            s_next, d2, res = self._local(partial, guess, known, "forward (initial-value) solve", cache)
+            residuals.append(res)
             g = _nudge_grad(nudge, k + 1, s_next)
             known = d2 if g is None else d2 + g
             prev = s_k
             states.append(s_next)
-        return torch.stack(states, dim=1)
+        return torch.stack(states, dim=1), self._status(residuals, s0)
 
-    def shoot_backward(self, model, x: Tensor, s_end: Tensor, p_end: Tensor, nudge=None) -> Tensor:
-        """Echo (parametric final value): the trajectory [batch, N + 1, n] ending at (s_N, P_N).
+    def shoot_backward(self, model, x: Tensor, s_end: Tensor, p_end: Tensor, nudge=None) -> tuple[Tensor, BoundaryStatus]:
+        """Echo (parametric final value): the trajectory [batch, N + 1, n] ending at (s_N, P_N), and its status.
 
         Solves D₂a_{N−1}(s_{N−1}, s_N) + ∇e_N(s_N) = P_N for s_{N−1}, then EL_k for s_{k−1},
         k = N−1..1, replaying inputs (and, through the nudge, targets) in reverse.
@@ -161,7 +183,7 @@ class BoundaryNewton:
         states = [s_end.detach()]
         g = _nudge_grad(nudge, steps, s_end)
         known = -p_end.detach() if g is None else g - p_end.detach()
-        nxt, cache = None, {}
+        nxt, cache, residuals = None, {}, []
         for k in range(steps, 0, -1):
             s_k, x_prev = states[-1], x[:, k - 1]
             guess = s_k - dt * p_end.detach() if nxt is None else 2 * s_k - nxt
@@ -170,12 +192,17 @@ class BoundaryNewton:
                 d1, d2 = step_partials(model, u, s_k, x_prev, dt, create_graph=graph)
                 return d2, d1
 
-            s_prev, d1 = self._local(partial, guess, known, "echo (final-value) solve", cache)
+            s_prev, d1, res = self._local(partial, guess, known, "echo (final-value) solve", cache)
+            residuals.append(res)
             g = _nudge_grad(nudge, k - 1, s_prev)
             known = d1 if g is None else d1 + g
             nxt = s_k
             states.append(s_prev)
-        return torch.stack(states[::-1], dim=1)
+        return torch.stack(states[::-1], dim=1), self._status(residuals, s_end)
+
+    def _status(self, residuals: list[float], ref: Tensor) -> BoundaryStatus:
+        worst = max(residuals, default=0.0)
+        return BoundaryStatus(worst, worst <= self._tol(ref), len(residuals))
 
     def differentiable_forward(self, model, x: Tensor, trajectory: Tensor, s0: Tensor, p0: Tensor) -> Tensor:
         """The free forward trajectory with its graph to θ (and to s_0, p_0), from a converged one.
@@ -205,8 +232,8 @@ class BoundaryNewton:
         return torch.stack(states, dim=1)
 
     # -- the whole trajectory at once (fixed ends, periodic) -------------------------------------
-    def solve(self, model, x: Tensor, boundary: str, guess: Tensor, nudge=None) -> Tensor:
-        """Stationary trajectory [batch, N + 1, n] for ``boundary`` "fixed_ends" or "periodic".
+    def solve(self, model, x: Tensor, boundary: str, guess: Tensor, nudge=None) -> tuple[Tensor, BoundaryStatus]:
+        """Stationary trajectory [batch, N + 1, n] for ``boundary`` "fixed_ends" or "periodic", and its status.
 
         fixed_ends: s_0 = guess[:, 0] and s_N = guess[:, N] are kept, s_1..s_{N−1} solve EL_k.
         periodic: s_N = s_0, and s_0..s_{N−1} solve EL_k cyclically (inputs N-periodic).
@@ -217,7 +244,7 @@ class BoundaryNewton:
         guess = guess.detach()
         z = guess[:, :-1] if periodic else guess[:, 1:-1]
         if z.shape[1] == 0:
-            return guess
+            return guess, BoundaryStatus(0.0, True, 0)
 
         def assemble(z: Tensor) -> Tensor:
             if periodic:
@@ -239,8 +266,7 @@ class BoundaryNewton:
             if res <= tol or it == self.max_steps:
                 if res > tol:
                     report_failure(f"{boundary} boundary-value solve", res, tol, it, self.on_failure)
-                self.last_residual = max(self.last_residual, res)
-                return assemble(z).detach()
+                return assemble(z).detach(), BoundaryStatus(res, res <= tol, 1)
             step = newton_step(r, jac)
             z, r, jac = self._damped(residual, z, step, r, periodic)
         raise AssertionError("unreachable")  # pragma: no cover

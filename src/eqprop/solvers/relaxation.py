@@ -57,13 +57,14 @@ class Nudge:
 class SolverStatus:
     """How a relaxation ended: the steps taken, the residual reached and whether it met ``tol``.
 
-    With ``tol=None`` (a fixed number of steps) the residual of the last step is computed only
-    when first read, so fixed-step training pays nothing for it.
+    With ``tol=None`` (a fixed number of steps) there is no tolerance to meet, so ``converged``
+    is ``None``; the residual of the last step is computed only when first read, so fixed-step
+    training pays nothing for it (``check_equilibrium`` compares it with ``equilibrium_tol``).
     """
 
     steps: int
     _residual: float | None
-    converged: bool
+    converged: bool | None
     _last_step: tuple | None = None
 
     @property
@@ -75,6 +76,8 @@ class SolverStatus:
         return self._residual
 
     def __str__(self) -> str:
+        if self.converged is None:
+            return f"ran a fixed {self.steps} steps, residual {self.residual:.3e}"
         word = "converged" if self.converged else "did not converge"
         return f"{word} after {self.steps} steps, residual {self.residual:.3e}"
 
@@ -146,7 +149,7 @@ class Relaxation:
             detached = (tuple(s.detach() for s in previous), tuple(s.detach() for s in state))
             if not _all_finite(detached[1]):
                 raise NonFiniteError(_diverged(self, model, x, steps))
-            return state, SolverStatus(t + 1, None, True, detached + (self.residual_scale(),))
+            return state, SolverStatus(t + 1, None, None, detached + (self.residual_scale(),))
         if not math.isfinite(residual):
             raise NonFiniteError(_diverged(self, model, x, t + 1))
         converged = residual <= self.tol
