@@ -6,7 +6,7 @@ simulated), ``learners`` (how a gradient is obtained from simulations alone) and
 The core needs only torch, numpy and scipy; ``eqprop.train`` and ``eqprop.data`` live at the edge.
 """
 
-from . import arbitration, baselines, check, costs, errors, estimators, learners, models, solvers
+from . import arbitration, baselines, check, costs, errors, estimators, learners, models, reservoir, solvers
 from .costs import Cost
 from .estimators import EnergyLearner, Estimate, Learner, StepOutput
 from .models import EnergyModel, HamiltonianModel, HopfieldEnergy, LagrangianModel
@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # what a user subclasses: the contract and the base classes of learners, models, solvers and costs
 __all__ = [
-    "models", "solvers", "arbitration", "costs", "estimators", "learners", "baselines", "check", "errors",
+    "models", "solvers", "arbitration", "reservoir", "costs", "estimators", "learners", "baselines", "check", "errors",
     "Learner", "EnergyLearner", "Estimate", "StepOutput",
     "EnergyModel", "HopfieldEnergy", "HamiltonianModel", "LagrangianModel", "Integrator", "Relaxation", "Cost",
     "__version__",
