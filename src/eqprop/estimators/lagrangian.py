@@ -2,8 +2,8 @@
 
 * :func:`check_lagrangian`, :func:`check_sequence` — one-sentence errors for a wrong model or x.
 * :func:`solver_and_cost` — the solver and cost options, checked, with their defaults.
-* :func:`target_mode` — y [batch, ...] is a loss on the final point s_N only, y [batch, T, ...]
-  a loss at every point s_1..s_N (point k = step k − 1's output, as for Hamiltonian models).
+* :func:`target_mode` (shared with the Hamiltonian models) — y [batch, ...] is a loss on the final
+  point s_N only, y [batch, T, ...] a loss at every point s_1..s_N (point k = step k − 1's output).
 * :func:`free_trajectory`, :func:`predict_outputs`, :func:`check_boundary` — the β = 0 stationary
   trajectory under a boundary condition, its outputs, and the check of the condition's name.
 * :class:`TrajectoryNudge` — the nudge β Σ_k Δt w_k c(output(s_k), y_k) of the action, with
@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError, ShapeError
+from ..errors import ConfigurationError
 from ..models.lagrangian import LagrangianModel
 from ..solvers.boundary import BoundaryNewton, BoundaryStatus
-from .sequence import Mode, mode_for_target
+from .sequence import Mode, target_mode
+from .sequence import check_sequence as check_any_sequence
 
 __all__ = ["check_lagrangian", "check_sequence", "solver_and_cost", "target_mode", "TrajectoryNudge", "outputs_of",
            "BOUNDARY_CONDITIONS", "check_boundary", "free_trajectory", "predict_outputs"]
@@ -44,18 +45,8 @@ def solver_and_cost(solver: BoundaryNewton | None, cost: Cost | None) -> tuple[B
 
 
 def check_sequence(model: LagrangianModel, x: Tensor) -> None:
-    """x must be [batch, T ≥ 1, ...] with T ≥ 1 (and input_size features when the model says so)."""
-    if x.dim() < 2 or x.shape[1] < 1:
-        raise ShapeError(
-            f"A sequence input must be shaped [batch, T, ...] with T >= 1, got {tuple(x.shape)}; "
-            f"add a time axis with x.unsqueeze(1) for a single step."
-        )
-    width = getattr(model, "input_size", None)
-    if width is not None and (x.dim() != 3 or x.shape[-1] != width):
-        raise ShapeError(
-            f"The input {tuple(x.shape)} does not match input_size={width} of {type(model).__name__}; "
-            f"pass x shaped [batch, T, {width}]."
-        )
+    """x must be [batch, T ≥ 1, ...] (and [batch, T, input_size] when the model declares input_size)."""
+    check_any_sequence(model, x, feature_axis=False)
 
 
 def outputs_of(model: LagrangianModel, trajectory: Tensor) -> Tensor:
@@ -63,14 +54,6 @@ def outputs_of(model: LagrangianModel, trajectory: Tensor) -> Tensor:
     batch, points, width = trajectory.shape
     out = model.output(trajectory[:, 1:].reshape(batch * (points - 1), width))
     return out.reshape(batch, points - 1, *out.shape[1:])
-
-
-def target_mode(model: LagrangianModel, x: Tensor, y: Tensor, cost: Cost) -> Mode:
-    """"final" for y shaped like one output, "per_step" for y with a time axis of length T."""
-    with torch.no_grad():
-        s0, _ = model.initial_conditions(x)
-        final_shape = model.output(s0).shape
-    return mode_for_target(final_shape, x.shape[1], y, cost, s0.dtype, s0.device)
 
 
 class TrajectoryNudge:

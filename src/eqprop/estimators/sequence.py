@@ -1,14 +1,17 @@
 """Shared pieces of the sequence learners (RHEL) and baselines (BPTT, adjoint) for Hamiltonian models.
 
-* :func:`check_sequence` — x is [batch, T, input_size]; one-sentence errors otherwise.
+* :func:`check_sequence` — x is [batch, T, input_size]; one-sentence errors otherwise (also for
+  Lagrangian models, whose step input may have any shape: ``feature_axis=False``).
 * :func:`target_mode` — a target [batch, ...] is a loss on the final output only, a target
-  [batch, T, ...] a loss at every step (docs/rhel.md); anything else is a ShapeError.
+  [batch, T, ...] a loss at every step (docs/rhel.md); anything else is a ShapeError. One rule
+  for every sequence model (Hamiltonian stacks and Lagrangian models, eqprop.estimators.lagrangian).
 * :func:`simulate` — the forward run of a Hamiltonian stack through an integrator: step k
   consumes u_k and the loss reads the output after the step.
 * :func:`initial_state_vjp` — λ = dL/dΦ_0, read off an echo's end (or an adjoint's), pulled back
   through a parameter-dependent initial state.
 
-This module knows models only through the stack protocol of ``HamiltonianModel``.
+This module knows models only through the stack protocol of ``HamiltonianModel`` (and a
+Lagrangian model's ``initial_conditions`` and ``output``, to read the shape of one output).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import Tensor
 from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
+from ..models.lagrangian import LagrangianModel
 
 __all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_single_hamiltonian",
            "check_reversible", "pooling", "initial_state_vjp", "check_echo_variant", "echo_return_error"]
@@ -88,32 +92,41 @@ def check_echo_variant(learner: str, variant: str) -> str:
     return variant
 
 
-def check_sequence(model: HamiltonianModel, x: Tensor) -> None:
-    """x must be [batch, T ≥ 1, input_size]."""
-    if x.dim() != 3 or x.shape[1] < 1:
+def check_sequence(model, x: Tensor, feature_axis: bool = True) -> None:
+    """x must be [batch, T ≥ 1, input_size] — or, with ``feature_axis=False`` (Lagrangian models,
+    whose step input may have any shape), [batch, T ≥ 1, ...] unless the model declares ``input_size``."""
+    if (x.dim() != 3 if feature_axis else x.dim() < 2) or x.shape[1] < 1:
         raise ShapeError(
             f"A sequence input must be shaped [batch, T, features] with T >= 1, got {tuple(x.shape)}; "
-            f"add a feature axis with x.unsqueeze(-1) for a scalar signal."
+            f"add a feature axis with x.unsqueeze(-1) for a scalar signal." if feature_axis else
+            f"A sequence input must be shaped [batch, T, ...] with T >= 1, got {tuple(x.shape)}; "
+            f"add a time axis with x.unsqueeze(1) for a single step."
         )
     width = getattr(model, "input_size", None)
-    if width is not None and x.shape[-1] != width:
+    if width is not None and (x.dim() != 3 or x.shape[-1] != width):
         raise ShapeError(
-            f"The input has {x.shape[-1]} features per step but {type(model).__name__} takes input_size={width}; "
-            f"reshape the data or build the model with input_size={x.shape[-1]}."
+            f"The input {tuple(x.shape)} has {x.shape[-1]} features per step but {type(model).__name__} takes "
+            f"input_size={width}; pass x shaped [batch, T, {width}] or build the model with input_size={x.shape[-1]}."
         )
 
 
 @torch.no_grad()
-def _output_shape(model: HamiltonianModel, x: Tensor) -> torch.Size:
+def _output_shape(model, x: Tensor) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """Shape (and dtype, device) of one output: the initial state read out, through the stack
+    protocol for a Hamiltonian model, through ``initial_conditions`` for a Lagrangian one."""
+    if isinstance(model, LagrangianModel):
+        s0, _ = model.initial_conditions(x)
+        return model.output(s0).shape, s0.dtype, s0.device
     z = model.encode(x[:, 0])
     for index, (q, _) in enumerate(model.init_states(x)):
         z = model.mix(index, z, q)
-    return model.decode(z).shape
+    return model.decode(z).shape, x.dtype, x.device
 
 
-def target_mode(model: HamiltonianModel, x: Tensor, y: Tensor, cost: Cost) -> Mode:
+def target_mode(model, x: Tensor, y: Tensor, cost: Cost) -> Mode:
     """"final" for y shaped like one output, "per_step" for y with a time axis of length T."""
-    return mode_for_target(_output_shape(model, x), x.shape[1], y, cost, x.dtype, x.device)
+    shape, dtype, device = _output_shape(model, x)
+    return mode_for_target(shape, x.shape[1], y, cost, dtype, device)
 
 
 def mode_for_target(final_shape: torch.Size, steps: int, y: Tensor, cost: Cost, dtype, device) -> Mode:
