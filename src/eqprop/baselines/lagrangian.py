@@ -27,17 +27,8 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..estimators.base import Estimate, Learner, trainable
-from ..estimators.lagrangian import (
-    TrajectoryNudge,
-    check_boundary,
-    check_lagrangian,
-    check_sequence,
-    free_trajectory,
-    outputs_of,
-    predict_outputs,
-    solver_and_cost,
-    target_mode,
-)
+from ..estimators.lagrangian import (TrajectoryNudge, check_boundary, check_lagrangian, check_sequence, free_trajectory,
+                                     outputs_of, predict_outputs, solver_and_cost, target_mode)
 from ..solvers.boundary import BoundaryNewton
 from ..solvers.newton import banded_jacobian
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..models._checks import positive_int
+from ..models._checks import all_finite, positive_int
 from ..solvers.relaxation import check_tol
 from ..errors import ConfigurationError, EqpropError, NonFiniteError, ShapeError
 
@@ -165,22 +164,6 @@ def _check_device(what: str, t: Tensor, ref: Tensor | None) -> None:
             f"The {what} is on {t.device} but the model is on {ref.device}; move one of them "
             f"(e.g. {'x' if what == 'input' else 'y'}.to({str(ref.device)!r}) or model.to({str(t.device)!r}))."
         )
-
-
-def all_finite(tensors: list[Tensor]) -> bool:
-    """True when no tensor holds NaN or ±inf (one reduction per tensor, one sync in all).
-
-    A sum is non-finite whenever an element is; only when the total is non-finite is the exact
-    element-wise check run, so finite values whose sum overflows are not mistaken for NaN.
-    """
-    total = None
-    for t in tensors:
-        if t.numel():
-            partial = t.sum()
-            total = partial if total is None else total + partial
-    if total is None or math.isfinite(abs(total.item())):
-        return True
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def trainable(model: nn.Module) -> list[tuple[str, Tensor]]:

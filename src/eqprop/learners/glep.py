@@ -38,17 +38,8 @@ from torch import Tensor
 from ..costs import Cost
 from ..errors import ConfigurationError
 from ..estimators.base import Estimate, Learner, check_beta, trainable
-from ..estimators.lagrangian import (
-    TrajectoryNudge,
-    check_boundary,
-    check_lagrangian,
-    check_sequence,
-    free_trajectory,
-    outputs_of,
-    predict_outputs,
-    solver_and_cost,
-    target_mode,
-)
+from ..estimators.lagrangian import (TrajectoryNudge, check_boundary, check_lagrangian, check_sequence, free_trajectory,
+                                     outputs_of, predict_outputs, solver_and_cost, target_mode)
 from ..solvers.boundary import BoundaryNewton, BoundaryStatus, end_momentum, start_momentum
 
 __all__ = ["GLEP"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import torch
 
 from ..errors import ConfigurationError, ShapeError
 
@@ -47,3 +50,20 @@ def check_state(what: str, state: Any, batch: int) -> tuple:
         if not (s.is_floating_point() or s.is_complex()):
             raise ShapeError(f"{what} returned layer {k} as {s.dtype}; states must be floating point (e.g. torch.zeros(..., dtype=x.dtype)).")
     return tuple(state)
+
+
+def all_finite(tensors) -> bool:
+    """True when no tensor holds NaN or ±inf (one reduction per tensor, one sync in all).
+
+    A sum is non-finite whenever an element is; only when the total is non-finite is the exact
+    element-wise check run, so finite values whose sum overflows are not mistaken for NaN.
+    Shared by the solvers and the learners (it sits here, below both).
+    """
+    total = None
+    for t in tensors:
+        if t.numel():
+            partial = t.sum()
+            total = partial if total is None else total + partial
+    if total is None or math.isfinite(abs(total.item())):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)

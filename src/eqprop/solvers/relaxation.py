@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning, NonFiniteError
-from ..models._checks import positive_int
+from ..models._checks import all_finite, positive_int
 
 __all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint", "Asynchronous", "check_tol",
            "positive_number"]
@@ -147,7 +147,7 @@ class Relaxation:
                     break
         if self.tol is None:  # fixed number of steps: the residual is computed when read
             detached = (tuple(s.detach() for s in previous), tuple(s.detach() for s in state))
-            if not _all_finite(detached[1]):
+            if not all_finite(detached[1]):
                 raise NonFiniteError(_diverged(self, model, x, steps))
             return state, SolverStatus(t + 1, None, None, detached + (self.residual_scale(),))
         if not math.isfinite(residual):
@@ -326,18 +326,6 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _all_finite(tensors) -> bool:
-    """No NaN or infinity in any tensor (one reduction each, one host read; exact check only on failure)."""
-    total = None
-    for t in tensors:
-        if t.numel():
-            part = t.sum()
-            total = part if total is None else total + part
-    if total is None or math.isfinite(abs(total.item())):
-        return True
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _diverged(solver: Relaxation, model, x: Tensor, steps: int) -> str:
