@@ -149,6 +149,8 @@ def test_bad_input_is_refused_in_one_sentence(loaded):
     control = ConceptorControl(loading.conceptors[0], aperture=50.0, rate=1e-3, gain=0.5)
     with pytest.raises(NonFiniteError, match="state"):
         control.update(torch.full((60,), float("inf")))
+    with pytest.raises(ShapeError, match="state"):
+        control.update(torch.zeros(59))
     with pytest.raises(ShapeError, match=r"\[L, N\]"):
         conceptor(X[0], 1.0)
     for kwargs in ({"rate": -1e-3, "gain": 0.5}, {"rate": 1e-3, "gain": 1.5}):
@@ -163,3 +165,17 @@ def test_bad_input_is_refused_in_one_sentence(loaded):
             conceptor(bad if error is NonFiniteError else X, 1.0 if error is NonFiniteError else 0.0)
         except error as e:
             assert str(e).count(". ") == 0 and str(e).endswith("."), str(e)  # one sentence
+
+
+def test_names_and_keywords_as_documented():
+    X = random_states()
+    C = conceptor(states=X, aperture=2.0)
+    import eqprop
+
+    assert eqprop.reservoir.conceptor is conceptor
+    esn = eqprop.reservoir.EchoStateNetwork(size=20, inputs=1, spectral_radius=1.2, input_scale=0.5, bias_scale=0.2,
+                                            leak=0.5, seed=3, dtype=torch.float64)
+    assert abs(torch.linalg.eigvals(esn.W).abs().max() - 1.2) < 1e-10  # rescaled to the requested spectral radius
+    control = eqprop.reservoir.ConceptorControl(target=C, aperture=2.0, rate=1e-3, gain=0.5, init=None)
+    control.update(torch.ones(6))
+    assert control.autoconceptor.shape == (6, 6)

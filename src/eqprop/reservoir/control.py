@@ -84,9 +84,13 @@ class ConceptorControl:
         """One autoconceptor step C_a ← C_a + η[(x − C_a x)xᵀ − α⁻² C_a] with the state x [N] or [B, N]."""
         if not torch.isfinite(x).all():
             raise NonFiniteError("the reservoir state contains NaN or infinity: lower the spectral radius or the rate η.")
+        C = self.autoconceptor
+        if x.dim() not in (1, 2) or x.shape[-1] != C.shape[-1] or (x.dim() == 2 and C.dim() == 3 and x.shape[0] != C.shape[0]):
+            raise ShapeError(f"the state must have shape [N] or [B, N] matching the conceptor {tuple(C.shape)}, got {tuple(x.shape)}.")
         if self.rate == 0.0:
             return
-        C = self.autoconceptor  # our own copy: updated in place, (1 − ηα⁻²)C_a + η (x − C_a x) xᵀ
+        if x.dim() == 1 and C.dim() == 3:
+            x = x.expand(C.shape[0], -1)  # our own copy: updated in place, (1 − ηα⁻²)C_a + η (x − C_a x) xᵀ
         residual = x - apply(C, x)
         decay = 1 - self.rate * self.aperture ** -2
         if C.dim() == 2 and x.dim() == 1:
