@@ -106,6 +106,8 @@ class ConceptorControl:
         Equal to ``esn.step(x, u, self.conceptor, mask)`` (bit for bit when β ∈ {0, 1}).
         """
         z = esn.candidate(x, u)
+        if self.autoconceptor.dtype != z.dtype:  # a float32 target on a float64 network: convert once
+            self.autoconceptor, self._target = self.autoconceptor.to(z.dtype), self._target.to(z.dtype)
         # C_adapt z = (1 − β) C_a z + β C_target z: two matrix-vector products instead of forming C_adapt
         x = (1 - self.gain) * apply(self.autoconceptor, z) + self.gain * apply(self._target, z)
         if mask is not None:

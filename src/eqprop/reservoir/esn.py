@@ -134,7 +134,7 @@ class EchoStateNetwork:
         """
         z = self.candidate(x, u)
         if conceptor is not None:
-            z = apply(conceptor, z)
+            z = apply(torch.as_tensor(conceptor, dtype=z.dtype), z)
         if mask is not None:
             z = z * mask
         return z
