@@ -8,10 +8,14 @@ solves of one estimate.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 from torch import nn
 
 from eqprop.baselines import LagrangianImplicit
+from eqprop.errors import ConfigurationError
 from eqprop.learners import GLEP
 from eqprop.models import HopfieldMLP, LagrangianModel
 from eqprop.solvers import BoundaryNewton, BoundaryStatus, FixedPoint
@@ -76,3 +80,24 @@ def test_glep_and_its_baseline_report_the_worst_residual_of_their_solves():
         assert isinstance(status, BoundaryStatus) and status.converged
         assert info["solver_residual"] == status.residual <= 1e-12
     assert GLEP(1e-3, boundary="fixed_ends").estimate(model, x, y).info["solver_status"].solves == 3  # free, ±β
+
+
+def test_a_boundary_solver_is_asked_for_its_methods_not_its_class():
+    class Recording:  # a user's class, not a BoundaryNewton subclass: it forwards and counts
+        def __init__(self):
+            self.inner, self.calls = BoundaryNewton(), 0
+
+        def __getattr__(self, name):
+            if name in ("shoot_forward", "shoot_backward", "solve", "differentiable_forward"):
+                self.calls += 1
+                return getattr(self.inner, name)
+            raise AttributeError(name)
+
+    torch.manual_seed(3)
+    model, x, y = Springs(), torch.randn(2, 4, 2), torch.randn(2, 4, 2)
+    user = Recording()
+    grads = GLEP(1e-3, boundary="echo", solver=user).grads(model, x, y)
+    reference = GLEP(1e-3, boundary="echo").grads(model, x, y)
+    assert user.calls > 0 and all(torch.equal(grads[n], reference[n]) for n in reference)  # the same solves
+    with pytest.raises(ConfigurationError, match="lacks shoot_backward, solve, differentiable_forward"):
+        GLEP(1e-3, solver=SimpleNamespace(shoot_forward=lambda *a: None))

@@ -37,10 +37,21 @@ def check_lagrangian(model) -> None:
         )
 
 
+BOUNDARY_SOLVER_METHODS = ("shoot_forward", "shoot_backward", "solve", "differentiable_forward")
+
+
 def solver_and_cost(solver: BoundaryNewton | None, cost: Cost | None) -> tuple[BoundaryNewton, Cost]:
-    """``solver`` (default ``BoundaryNewton()``) and ``cost`` (default ``SquaredError()``), type-checked."""
-    if solver is not None and not isinstance(solver, BoundaryNewton):
-        raise ConfigurationError(f"solver must be an eqprop.solvers.BoundaryNewton, got {type(solver).__name__}.")
+    """``solver`` (default ``BoundaryNewton()``) and ``cost`` (default ``SquaredError()``), checked.
+
+    A solver of the user's serves when it offers BoundaryNewton's methods (``shoot_forward``,
+    ``shoot_backward``, ``solve``, ``differentiable_forward``, each returning what BoundaryNewton's does).
+    """
+    missing = [m for m in BOUNDARY_SOLVER_METHODS if not callable(getattr(solver, m, None))]
+    if solver is not None and missing:
+        raise ConfigurationError(
+            f"solver must offer {', '.join(BOUNDARY_SOLVER_METHODS)} like eqprop.solvers.BoundaryNewton; "
+            f"{type(solver).__name__} lacks {', '.join(missing)}."
+        )
     return (BoundaryNewton() if solver is None else solver), (SquaredError() if cost is None else cost)
 
 
