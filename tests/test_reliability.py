@@ -447,3 +447,9 @@ def test_hopfield_activation_given_by_name_is_refused_naming_get_activation():
 
     with pytest.raises(ConfigurationError, match=r"get_activation"):
         L.EP(0.1).grads(Named(), torch.randn(4, 3, dtype=D), torch.rand(4, 2, dtype=D))
+
+
+def test_solver_refuses_a_bare_tensor_state():
+    model, x, _ = static_problem()
+    with pytest.raises(ShapeError, match=r"tuple of tensors.*\(s,\)"):
+        FixedPoint().solve(model, x, torch.zeros(3, 4, dtype=D))  # tuple(tensor) would split the batch

@@ -85,8 +85,10 @@ def check_inputs(model: nn.Module, x: Tensor, y: Tensor | None) -> None:
 
     Refused: a non-tensor, a tensor on the ``meta`` device or on another device than the model's
     parameters, fewer than two axes (a batch and features), an empty batch, an integer, boolean or
-    complex input to a real model, NaN or infinity in the input or in a parameter (named), a dtype
-    other than the parameters', and a target of another batch size or device.
+    complex input to a real model, NaN or infinity in the input, a dtype other than the
+    parameters', and a target of another batch size or device. A non-finite parameter is named
+    where its NaN surfaces (a relaxation's final state, the gradient, the prediction), so a
+    healthy step pays no extra pass over the parameters.
     """
     if not isinstance(x, Tensor):
         raise ShapeError(f"The input must be a torch.Tensor, got {type(x).__name__}.")
@@ -114,7 +116,6 @@ def check_inputs(model: nn.Module, x: Tensor, y: Tensor | None) -> None:
         )
     if not all_finite([x]):
         raise NonFiniteError("The input contains NaN or infinity; clean the data before training.")
-    check_parameters(model)
     if ref is not None and x.dtype != ref.dtype and not x.is_complex():
         raise ShapeError(
             f"The input is {x.dtype} but the model's parameters are {ref.dtype}; convert one of them "
@@ -252,7 +253,8 @@ class Learner:
             pairs = trainable(model)
             check_model_methods(model, x)
             if pairs:
-                est = self.estimate(model, x, y)
+                with _named_cause(model):
+                    est = self.estimate(model, x, y)
             else:  # nothing to learn: an empty gradient where the estimator copes, one sentence where not
                 try:
                     est = self.estimate(model, x, y)
@@ -268,6 +270,7 @@ class Learner:
             params.extend(pairs)
         est.grads = complete_grads(model, est.grads, pairs)
         if not all_finite(list(est.grads.values())):
+            check_parameters(model)  # a NaN parameter is the cause to name, not the gradient it spoiled
             name = next(n for n, g in est.grads.items() if not bool(torch.isfinite(g).all()))
             raise NonFiniteError(
                 f"The gradient of {name} is not finite; the dynamics diverged — lower the step "
@@ -377,6 +380,22 @@ def check_model_methods(model: nn.Module, x: Tensor) -> None:
     seen.add(key)
 
 
+class _named_cause:
+    """A NonFiniteError raised inside a simulation is re-read against the whole model: a NaN
+    parameter anywhere (e.g. a feedforward map feeding a block of an ff-EBM) is the cause named."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> bool:
+        if kind is not None and issubclass(kind, NonFiniteError) and "parameter" not in str(error):
+            check_parameters(self.model)
+        return False
+
+
 def _usable(t: Any) -> Any:
     """An inference-mode tensor cloned into a normal one (autograd may then record it)."""
     if isinstance(t, Tensor) and t.is_inference():
@@ -410,8 +429,10 @@ def _checked_predict(predict):
             check_model_kind(self, model)
             check_inputs(model, x, None)
             check_model_methods(model, x)
-            out = predict(self, model, x, *args, **kwargs)
+            with _named_cause(model):
+                out = predict(self, model, x, *args, **kwargs)
         if isinstance(out, Tensor) and (out.is_floating_point() or out.is_complex()) and not all_finite([out]):
+            check_parameters(model)
             raise NonFiniteError(
                 f"{type(self).__name__}.predict produced NaN or infinity: the simulation diverged; lower the step size "
                 f"or the learning rate, or check the model's energy for values outside its domain."

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning, NonFiniteError
+from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning, NonFiniteError, ShapeError
 from ..models._checks import all_finite, positive_int
 
 __all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint", "Asynchronous", "check_tol",
@@ -131,6 +131,11 @@ class Relaxation:
         self.check_model(model)
         if context is None:
             context = model.prepare(x)
+        if isinstance(state, Tensor) or not all(isinstance(s, Tensor) for s in state):
+            raise ShapeError(
+                f"{type(self).__name__}.solve takes the state as a tuple of tensors, one per layer (for one layer: "
+                f"(s,)), got {type(state).__name__}; pass model.init_state(x)."
+            )
         state = _apply_clamp(tuple(state), clamp)
         steps = self.max_steps
         residual = math.inf
