@@ -14,6 +14,13 @@ which is what the arbiter uses, and wall-clock seconds around each expert's infe
     python examples/arbitration_gridworld.py --set arbiter.kappa=1 mf.q_init=1 "criteria=[entropy_cost, mb]"
 
 Prints a table per scenario and the claims, and writes arbitration_gridworld.png into --out.
+
+Measured (defaults: 5 seeds × 3000 steps, change at 1500; ~40 s of CPU time): entropy+cost gets
+0.94 (corridor closes) and 0.95 (goal moves) of MB's reward at 0.149 and 0.122 of its counted
+planning operations (0.142 and 0.117 of its wall-clock planning time); MF decides 99 % of the
+steps in both stable phases; MB's share goes from 0.007 in the 500 steps before the change to
+0.117 (corridor) and 0.024 (goal) in the 500 after. One MB decision costs ~300 µs, an MF one
+~1.7 µs.
 """
 
 from __future__ import annotations
