@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ._checks import positive_int
-from .activations import Activation
+from .activations import ACTIVATIONS, Activation
 from .base import State
 from .conv_hopfield import ConvHopfield
 from .hopfield import HopfieldMLP
@@ -168,7 +168,9 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         self.binary_activations = bool(binary_activations)
         self.low_pass = float(low_pass)
         if self.binary_activations:
-            bad = sorted({a.name for a in self.activations} - {"hard_sigmoid", "identity"})
+            # by identity with the built-ins, never by name (a user activation may be called anything)
+            allowed = (ACTIVATIONS["hard_sigmoid"], ACTIVATIONS["identity"])
+            bad = sorted({a.name for a in self.activations if not any(a is b for b in allowed)})
             if bad:
                 raise ConfigurationError(
                     f"binary_activations=True needs 'hard_sigmoid' units (state in [0, 1], h = Θ(s − ½)), got {bad}."
