@@ -453,3 +453,10 @@ def test_solver_refuses_a_bare_tensor_state():
     model, x, _ = static_problem()
     with pytest.raises(ShapeError, match=r"tuple of tensors.*\(s,\)"):
         FixedPoint().solve(model, x, torch.zeros(3, 4, dtype=D))  # tuple(tensor) would split the batch
+
+
+def test_cross_entropy_refuses_a_boolean_target():
+    """A bool [B] target passed the class-index checks and was then read as one probability per sample."""
+    model, x, _ = static_problem()
+    with pytest.raises(ShapeError, match=r"y\.long\(\)"):
+        L.EP(0.1, cost=CrossEntropy()).grads(model, x, torch.tensor([True, False, True]))

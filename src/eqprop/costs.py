@@ -120,7 +120,7 @@ class CrossEntropy(Cost):
     """
 
     def _probabilities(self, output: Tensor, target: Tensor) -> Tensor:
-        if target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if not (target.is_floating_point() or target.is_complex()):  # class indices, of any integer type
             return torch.nn.functional.one_hot(target.long(), output.shape[-1]).to(output.dtype)
         return target.to(output.dtype)
 
@@ -141,6 +141,8 @@ class CrossEntropy(Cost):
             _check_finite("target", target)
             _check_probabilities(target)
             return
+        if target.dtype == torch.bool:
+            raise ShapeError("CrossEntropy got a boolean target; pass class indices as integers (y.long()) or probabilities.")
         if target.shape != output.shape[:-1]:
             raise ShapeError(
                 f"CrossEntropy takes class indices shaped {tuple(output.shape[:-1])}, "
