@@ -196,3 +196,29 @@ def test_holomorphic_ep_refuses_binary_weights():
 def test_bad_options_are_refused(kw, match):
     with pytest.raises(ConfigurationError, match=match):
         BinaryHopfieldMLP([5, 4, 3], **kw)
+
+
+@pytest.mark.parametrize("extra", [[], ["optim=metaplastic_adam"], ["model.binary_activations=true", "model.activation=hard_sigmoid",
+                                                                    "model.neurons_per_class=4", "learner.beta=4"]],
+                         ids=["binary-flip", "metaplastic-adam", "binary-neurons"])
+def test_eqprop_train_runs_the_binary_ep_experiment(extra, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from eqprop.train import run
+    from eqprop.train.app import CONFIG_DIR
+
+    overrides = ["experiment=binary_ep", "trainer.max_steps=3", "trainer.batch_size=8", "trainer.progress=false",
+                 "trainer.tensorboard=false", "trainer.plot=false", "solver.max_steps=5", "learner.nudged_solver.max_steps=3",
+                 "data.limit_test=16", *extra]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    result = run(cfg, run_dir=tmp_path)
+    assert result["step"] == 3 and result["stopped"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizer"]
+    groups = state["param_groups"]
+    # The latent weights form the binary group; then the scales α, then the biases.
+    assert [g["binary"] for g in groups] == [True, False, False] and groups[0]["names"] == ["layers.0.weight", "layers.1.weight"]
+    assert groups[1]["names"] == ["alpha.0", "alpha.1"] and groups[1]["scale"]
+    if not extra:
+        assert all("flips" in s and "momentum" in s for s in state["state"].values() if "momentum" in s)
+        assert any("flips" in s for s in state["state"].values())

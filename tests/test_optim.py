@@ -67,20 +67,22 @@ def test_flip_counts_add_up_to_the_sign_changes():
     assert opt.total_flips == total > 0
 
 
-def test_real_group_gets_sgd_and_param_groups_split_the_binary_weights():
+def test_real_groups_get_sgd_and_param_groups_split_the_binary_weights():
     torch.manual_seed(0)
-    model = BinaryHopfieldMLP([4, 3, 2]).double()
+    model = BinaryHopfieldMLP([4, 3, 2], learn_alpha=True).double()
     groups = param_groups(model)
-    assert [g["binary"] for g in groups] == [True, False]
+    assert [(g["binary"], g["scale"]) for g in groups] == [(True, False), (False, True), (False, False)]
     assert groups[0]["names"] == ["layers.0.weight", "layers.1.weight"]
-    assert set(groups[1]["names"]) == {"layers.0.bias", "layers.1.bias", "alpha.0", "alpha.1"}
-    opt = BinaryFlip(groups, gamma=1.0, threshold=math.inf, lr=0.1)
-    bias = model.layers[0].bias.detach().clone()
+    assert groups[1]["names"] == ["alpha.0", "alpha.1"] and set(groups[2]["names"]) == {"layers.0.bias", "layers.1.bias"}
+    opt = BinaryFlip(groups, gamma=1.0, threshold=math.inf, lr=0.1, scale_lr=1e-3)
+    bias, alpha = model.layers[0].bias.detach().clone(), model.alpha[0].detach().clone()
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     opt.step()
     assert torch.allclose(model.layers[0].bias, bias - 0.1)  # p ← p − lr·g
+    assert torch.allclose(model.alpha[0], alpha - 1e-3)  # the scales with scale_lr
     assert isinstance(param_groups(torch.nn.Linear(2, 2)), list)  # other models: plain parameters
+    assert [g["binary"] for g in param_groups(BinarizedMLP([4, 3, 2]))] == [True, False]  # weights, BatchNorm
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -217,3 +219,16 @@ def test_binarized_mlp_learns_digits_with_backprop_and_metaplastic_adam():
     accuracy = (learner.predict(model, tx).argmax(1) == ty).float().mean().item()
     # A 64-256-10 BNN reaches ≈ 90 % on digits in 3 epochs (measured); chance is 10 %.
     assert accuracy > 0.8, accuracy
+
+
+def test_public_signatures_keep_their_documented_names():
+    import inspect
+
+    flip = inspect.signature(BinaryFlip).parameters
+    assert list(flip)[:3] == ["params", "gamma", "threshold"]
+    meta = inspect.signature(MetaplasticAdam).parameters
+    assert {k: v.default for k, v in meta.items() if k != "params"} == {
+        "lr": 0.005, "meta": 0.0, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    model = inspect.signature(BinaryHopfieldMLP).parameters
+    assert list(model)[:3] == ["sizes", "activation", "binary_activations"]
+    assert model["activation"].default == "hard_sigmoid" and model["binary_activations"].default is False

@@ -26,7 +26,9 @@ class BinaryFlip(torch.optim.Optimizer):
     evidence exceeds the threshold τ. The momentum is kept after a flip. Only the sign of p
     matters to a binary model (it uses α·sign(p)); a latent 0 counts as +1 and flips to the
     smallest negative number. Groups with ``binary=False`` (biases, scales α; see
-    :func:`eqprop.optim.param_groups`) get plain SGD, p ← p − lr·g.
+    :func:`eqprop.optim.param_groups`) get plain SGD, p ← p − lr·g, with ``scale_lr`` in place
+    of ``lr`` for the groups marked ``scale=True`` (the learned α, whose gradient sums a whole
+    matrix and needs a small rate).
 
     Flip counts: ``state[p]["flips"]`` (total) and ``state[p]["step_flips"]`` (last step) per
     tensor; ``total_flips`` and ``last_flips`` sum them over every tensor.
@@ -40,12 +42,15 @@ class BinaryFlip(torch.optim.Optimizer):
         gamma: momentum rate γ in (0, 1].
         threshold: flip threshold τ ≥ 0 (``float("inf")``: never flip).
         lr: SGD learning rate of the ``binary=False`` groups.
+        scale_lr: SGD learning rate of the ``scale=True`` groups (``None``: ``lr``).
     """
 
-    def __init__(self, params: Iterable[Any], gamma: float, threshold: float, lr: float = 0.01) -> None:
+    def __init__(self, params: Iterable[Any], gamma: float, threshold: float, lr: float = 0.01,
+                 scale_lr: float | None = None) -> None:
         defaults = {"gamma": check_unit_interval("gamma", gamma),
                     "threshold": check_non_negative("threshold", threshold, allow_inf=True),
-                    "lr": check_non_negative("lr", lr), "binary": True}
+                    "lr": check_non_negative("lr", lr), "binary": True, "scale": False,
+                    "scale_lr": None if scale_lr is None else check_non_negative("scale_lr", scale_lr)}
         super().__init__(params, defaults)
         for group in self.param_groups:  # values a group sets itself are checked too
             check_unit_interval("gamma", group["gamma"])
@@ -71,8 +76,9 @@ class BinaryFlip(torch.optim.Optimizer):
         check_finite_grads(self)  # before any change: a bad gradient leaves every weight as it was
         for group in self.param_groups:
             if not group["binary"]:
+                lr = group["scale_lr"] if group["scale"] and group["scale_lr"] is not None else group["lr"]
                 for p, g in iter_grads(group):
-                    p.add_(g, alpha=-group["lr"])
+                    p.add_(g, alpha=-lr)
                 continue
             gamma, tau = group["gamma"], group["threshold"]
             for p, g in iter_grads(group):

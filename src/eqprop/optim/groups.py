@@ -14,27 +14,36 @@ __all__ = ["param_groups"]
 
 
 def param_groups(model: nn.Module) -> list[Any]:
-    """``model.parameters()``, split in two groups when the model has binary weights.
+    """``model.parameters()``, split by kind when the model has binary weights.
 
     A model that lists its latent binary weights in ``binary_weight_names()`` (the binary
-    Hopfield networks, :class:`eqprop.models.BinarizedMLP`) gets
-    ``[{"params": latent weights, "binary": True, "names": ...}, {"params": the rest,
-    "binary": False, "names": ...}]``: :class:`BinaryFlip` flips the first group and applies
-    plain SGD to the second, :class:`MetaplasticAdam` consolidates the first only. Any torch
-    optimizer accepts these groups (the extra keys are kept and ignored). Other models get the
-    plain list of their parameters.
+    Hopfield networks, :class:`eqprop.models.BinarizedMLP`) gets up to three groups, each with
+    the parameter ``names``: the latent weights (``binary=True``), the scales α of a binary
+    Hopfield network (``binary=False, scale=True``) and the other real parameters (biases,
+    BatchNorm; ``binary=False, scale=False``). :class:`BinaryFlip` flips the first group and
+    applies plain SGD to the others (with ``scale_lr`` on the scales), :class:`MetaplasticAdam`
+    consolidates the first only. Any torch optimizer accepts these groups (the extra keys are
+    kept and ignored). Other models get the plain list of their parameters.
     """
     binary_names = getattr(model, "binary_weight_names", None)
     if binary_names is None:
         return list(model.parameters())
     names = set(binary_names())
     named = list(model.named_parameters())
+    kinds = [("binary", True, False), ("scale", False, True), ("real", False, False)]
     groups = []
-    for flag in (True, False):
-        chosen = [(n, p) for n, p in named if (n in names) == flag]
+    for kind, binary, scale in kinds:
+        chosen = [(n, p) for n, p in named if _kind(n, names) == kind]
         if chosen:
-            groups.append({"params": [p for _, p in chosen], "names": [n for n, _ in chosen], "binary": flag})
+            groups.append({"params": [p for _, p in chosen], "names": [n for n, _ in chosen],
+                           "binary": binary, "scale": scale})
     return groups
+
+
+def _kind(name: str, binary_names: set[str]) -> str:
+    if name in binary_names:
+        return "binary"
+    return "scale" if name.startswith("alpha.") else "real"
 
 
 def check_unit_interval(name: str, value: Any) -> float:
