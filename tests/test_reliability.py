@@ -460,3 +460,16 @@ def test_cross_entropy_refuses_a_boolean_target():
     model, x, _ = static_problem()
     with pytest.raises(ShapeError, match=r"y\.long\(\)"):
         L.EP(0.1, cost=CrossEntropy()).grads(model, x, torch.tensor([True, False, True]))
+
+
+def test_ff_ebm_block_with_a_summed_energy_is_refused():
+    from eqprop.models import FFEBM
+
+    class Block(Quadratic):
+        def energy(self, state, x):
+            return super().energy(state, x).sum()
+
+    model = FFEBM([(nn.Identity(), Block())])
+    for learner in (L.ChainedEP(0.1, solver=GradientDescent(0.5, tol=1e-10)), B.ChainedBackprop(solver=GradientDescent(0.5, tol=1e-10))):
+        with pytest.raises(ShapeError, match=r"Block\.energy must return one value per sample"):
+            learner.grads(model, torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D))

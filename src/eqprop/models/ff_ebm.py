@@ -83,6 +83,18 @@ class FFEBM(nn.Module):
         if not isinstance(output, Tensor) or output.dim() < 1:
             raise ShapeError(f"Energy block {k} must return a batched tensor from output(state).")
 
+    def check_physics(self, x: Tensor) -> None:
+        """Each block's own check (``init_state``, ``energy`` one value per sample) on the input it
+        receives, block by block from x (the outputs of the blocks' initial states carry the shapes)."""
+        below = x
+        for k, block in enumerate(self.blocks):
+            x_k = self.block_input(k, below)
+            check = getattr(block, "check_physics", None)
+            if check is not None:
+                check(x_k)
+            below = block.output(block.init_state(x_k))
+            self.check_block_output(k, below)
+
     def extra_repr(self) -> str:
         return f"{len(self.blocks)} blocks"
 
