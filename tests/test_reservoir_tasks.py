@@ -32,11 +32,13 @@ def test_oscillation_period_and_monotone_range_on_known_signals():
 def test_interpolated_period_is_monotone_over_a_wider_range_of_lambda_under_the_loop():
     esn = EchoStateNetwork(size=200, seed=0)
     loading = esn.load(sines([20, 25], 1000), aperture=200.0, washout=200, ridge=2.5e-5)
-    result = interpolation(esn, loading, torch.linspace(-3, 4, 15), steps=1000, measure=500, rate=1e-4, gain=0.5)
-    # inside [0, 1] both interpolate smoothly from period 25 (λ = 0) to 20 (λ = 1)
-    assert abs(result.static_period[6] - 25) < 0.25 and abs(result.adaptive_period[8] - 20) < 0.25
-    # measured here: static λ ∈ [−1, 3.5] (width 4.5), loop λ ∈ [−2, 4] (width 6, the whole grid's right end)
-    assert result.adaptive_width >= result.static_width + 1.0, (result.static_range, result.adaptive_range)
+    result = interpolation(esn, loading, lambda_min=-3.0, lambda_max=4.0, steps=4000, window=200, rate=1e-4, gain=0.5)
+    # inside [0, 1] both interpolate smoothly between the loaded periods 25 (λ = 0) and 20 (λ = 1)
+    inside = (result.lambdas > 0) & (result.lambdas < 1)
+    for period in (result.static_period[inside], result.adaptive_period[inside]):
+        assert bool(((period > 19.5) & (period < 25.5)).all()), period
+    # measured here: static λ ∈ [−0.99, 3.39] (width 4.4), loop λ ∈ [−2.91, 3.91] (width 6.8, the whole scan)
+    assert result.adaptive_width >= result.static_width + 1.5, (result.static_range, result.adaptive_range)
 
 
 def test_fewer_failures_against_removed_neurons_under_the_loop():

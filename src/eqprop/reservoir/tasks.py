@@ -5,9 +5,9 @@ returns the measured numbers; the examples (examples/conceptor_*.py) plot them a
 (tests/test_reservoir_tasks.py) run them at a small size. Trajectories are batched: one row per
 interpolation weight λ or per trial.
 
-- ``interpolation``: target C_λ = λC_1 + (1 − λ)C_2 for λ on a grid (also outside [0, 1]); the
-  period of the autonomous output against λ, and the width of the λ-range over which it is a
-  regular oscillation whose period is strictly monotone in λ.
+- ``interpolation``: target C_λ = λC_1 + (1 − λ)C_2 with λ scanned slowly, also outside [0, 1];
+  the period of the autonomous output against λ, and the width of the λ-range over which it is
+  a regular oscillation whose period is strictly monotone in λ.
 - ``degradation``: after loading one pattern, K random neurons are clamped to 0; a trial fails
   when the variance of the states along their first principal component falls below 10 % of
   that of the intact network (the limit cycle collapsed to a fixed point).
@@ -83,10 +83,10 @@ def monotone_range(grid: Tensor, values: Tensor) -> tuple[float, float]:
 
 @dataclass
 class InterpolationResult:
-    lambdas: Tensor
-    static_period: Tensor
+    lambdas: Tensor                   # mean λ of each measurement window, sorted
+    static_period: Tensor             # period of the output in each window (NaN: no regular oscillation)
     adaptive_period: Tensor
-    static_range: tuple[float, float]
+    static_range: tuple[float, float]  # widest λ-range of regular, strictly monotone period
     adaptive_range: tuple[float, float]
 
     @property
@@ -98,28 +98,49 @@ class InterpolationResult:
         return self.adaptive_range[1] - self.adaptive_range[0]
 
 
+def interpolation(esn: EchoStateNetwork, loading: Loading, lambda_min: float = -3.0, lambda_max: float = 4.0,
+                  start: float = 0.5, steps: int = 14000, window: int = 250, aperture: float = 200.0,
+                  rate: float = 1e-4, gain: float = 0.5, regularity: float = 0.1) -> InterpolationResult:
+    """Period of the output while λ is scanned slowly in C_λ = λC_1 + (1 − λ)C_2, static versus the loop.
+
+    Two scans run side by side (a batch of two), both from λ = ``start`` and the mean of the two
+    loaded patterns' final states: one to ``lambda_min``, one to ``lambda_max``, linearly over
+    ``steps`` steps each, the target reassigned at every step. The period is measured in
+    consecutive windows of ``window`` steps (``oscillation_period`` with ``regularity``) and
+    assigned to the window's mean λ.
+    """
+    if len(loading.conceptors) != 2:
+        raise ConfigurationError(f"interpolation needs a network loaded with exactly two patterns, got {len(loading.conceptors)}.")
+    if not lambda_min < start < lambda_max:
+        raise ConfigurationError(f"the scan needs lambda_min < start < lambda_max, got {lambda_min}, {start}, {lambda_max}.")
+    if not 0 < 3 * window <= steps:
+        raise ConfigurationError(f"window must be positive and fit at least three times in steps = {steps}, got {window}.")
+    C1, C2 = loading.conceptors
+    lam = torch.stack([torch.linspace(start, lambda_min, steps, dtype=esn.dtype),
+                       torch.linspace(start, lambda_max, steps, dtype=esn.dtype)], 1)   # [steps, 2]
+    mix = lambda k: lam[k][:, None, None] * C1 + (1 - lam[k][:, None, None]) * C2    # noqa: E731
+    x0 = _start(loading, 2)
+    control = ConceptorControl(mix(0), aperture=aperture, rate=rate, gain=gain)
+    xs, xa, ys, ya = x0, x0, [], []
+    for k in range(steps):
+        target = mix(k)
+        xs = esn.step(xs, None, target)
+        control.target = target
+        xa = control.step(esn, xa)
+        ys.append(esn.output(xs)[:, 0])
+        ya.append(esn.output(xa)[:, 0])
+    ys, ya = torch.stack(ys), torch.stack(ya)
+    starts = range(0, steps - window + 1, window)
+    centres = torch.cat([lam[i:i + window].mean(0) for i in starts])
+    periods = [torch.cat([oscillation_period(y[i:i + window], regularity=regularity) for i in starts]) for y in (ys, ya)]
+    order = torch.argsort(centres)
+    grid, ps, pa = centres[order], periods[0][order], periods[1][order]
+    return InterpolationResult(grid, ps, pa, monotone_range(grid, ps), monotone_range(grid, pa))
+
+
 def _start(loading: Loading, batch: int) -> Tensor:
     x0 = torch.stack(loading.final_states).mean(0)
     return x0.expand(batch, -1).clone()
-
-
-def interpolation(esn: EchoStateNetwork, loading: Loading, lambdas: Tensor, steps: int = 1500, measure: int = 700,
-                  aperture: float = 200.0, rate: float = 1e-4, gain: float = 0.5) -> InterpolationResult:
-    """Period of the output under C_λ = λC_1 + (1 − λ)C_2, static versus the loop (module docstring)."""
-    if len(loading.conceptors) != 2:
-        raise ConfigurationError(f"interpolation needs a network loaded with exactly two patterns, got {len(loading.conceptors)}.")
-    if not 0 < measure <= steps:
-        raise ConfigurationError(f"measure must be in (0, steps = {steps}], got {measure}.")
-    C1, C2 = loading.conceptors
-    lam = torch.as_tensor(lambdas, dtype=esn.dtype)[:, None, None]
-    targets = lam * C1 + (1 - lam) * C2
-    x0 = _start(loading, len(lambdas))
-    static = esn.output(esn.run(x0, steps, conceptor=targets)[-measure:])[..., 0]
-    control = ConceptorControl(targets, aperture=aperture, rate=rate, gain=gain)
-    adaptive = esn.output(control.run(esn, x0, steps)[-measure:])[..., 0]
-    ps, pa = oscillation_period(static), oscillation_period(adaptive)
-    grid = torch.as_tensor(lambdas)
-    return InterpolationResult(grid, ps, pa, monotone_range(grid, ps), monotone_range(grid, pa))
 
 
 def first_pc_variance(states: Tensor) -> Tensor:
