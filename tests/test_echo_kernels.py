@@ -16,7 +16,7 @@ from eqprop.costs import CrossEntropy, SquaredError
 from eqprop.learners import RHEL
 from eqprop.models import HSSM, LinearHRU, NonlinearHRU
 from eqprop.models.echo_kernels import (AutogradEchoKernel, AutogradStackKernel, HSSMStackKernel, LinearHRUKernel,
-                                        NonlinearHRUKernel)
+                                        NonlinearHRUKernel, contrast_rows, copy_rows)
 from eqprop.solvers import LeapFrog, PositionVerlet
 
 BATCH = 3
@@ -55,9 +55,19 @@ def test_hru_closed_form_kernel_equals_autograd(cls, closed, scalar_dt, integrat
     reference = AutogradEchoKernel(model, dt, BATCH, copies)
     q, p = torch.randn(copies * BATCH, 4), torch.randn(copies * BATCH, 4)
     inputs = [torch.randn(BATCH, 3) for _ in range(4)]
-    q1, p1, du1 = _run(kernel, integrator, q, p, inputs)
+    assert kernel.difference and not getattr(reference, "difference", False)
+
+    def layout(t):  # the closed form carries copy 0 − copy 1 in rows [0, B)
+        t = t.clone()
+        t[:BATCH] -= t[BATCH:2 * BATCH]
+        return t
+
+    q1, p1, du1 = _run(kernel, integrator, layout(q), layout(p), inputs)
     q2, p2, du2 = _run(reference, integrator, q, p, inputs)
-    assert _close(q1, q2) and _close(p1, p2)
+    for c in range(copies):
+        assert _close(copy_rows(kernel, q1, c, BATCH), copy_rows(reference, q2, c, BATCH))
+        assert _close(copy_rows(kernel, p1, c, BATCH), copy_rows(reference, p2, c, BATCH))
+    assert _close(contrast_rows(kernel, q1, BATCH), contrast_rows(reference, q2, BATCH))
     assert all(_close(a, b) for a, b in zip(du1, du2))
     closed_grads, autograd_grads = _grads(kernel), _grads(reference)
     expected = {id(p) for p in model.parameters() if p.requires_grad and p is not model.readout}

@@ -41,6 +41,10 @@ class ConvergenceWarning(RuntimeWarning):
     """A relaxation stopped at ``max_steps`` with its residual above ``tol``."""
 
 
+class PrecisionWarning(RuntimeWarning):
+    """A contrast (e.g. an echo nudge ε) so small for the dtype that round-off dominates the estimate."""
+
+
 __all__ = [
     "EqpropError",
     "ConfigurationError",
@@ -50,4 +54,5 @@ __all__ = [
     "NotReversibleError",
     "NotHolomorphicError",
     "ConvergenceWarning",
+    "PrecisionWarning",
 ]

@@ -42,6 +42,7 @@ from ..costs import Cost, SquaredError
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
 from ..estimators.sequence import check_echo_variant, check_reversible, echo_return_error, initial_state_vjp
+from ..models.echo_kernels import contrast_rows, echo_rows, row_epsilons
 from ..solvers.integrators import Integrator, LeapFrog
 
 __all__ = ["HEB"]
@@ -130,10 +131,11 @@ class HEB(Learner):
             per_sample = self.cost(output, y)
             grad_q, *direct = torch.autograd.grad(per_sample.sum(), [q_leaf] + params, allow_unused=True)
         loss = per_sample.detach().reshape(batch, -1).sum(1).mean()
-        eta_col = torch.repeat_interleave(q.new_tensor(etas), batch).reshape(-1, *([1] * (q.dim() - 1)))
-        q_e = q.repeat(copies, *([1] * (q.dim() - 1)))
-        p_e = -(p.repeat(copies, *([1] * (p.dim() - 1))) - eta_col * grad_q.repeat(copies, *([1] * (q.dim() - 1))))
-        kernel = model.echo_kernel(dt, batch, copies)
+        kernel = model.echo_kernel(dt, batch, copies)  # its row layout: a closed form carries copy a − copy b
+        eta_col = torch.repeat_interleave(q.new_tensor(row_epsilons(kernel, etas)), batch)
+        eta_col = eta_col.reshape(-1, *([1] * (q.dim() - 1)))
+        q_e = echo_rows(kernel, q, copies)
+        p_e = -(echo_rows(kernel, p, copies) - eta_col * grad_q.repeat(copies, *([1] * (q.dim() - 1))))
         with torch.no_grad():
             for u in reversed(inputs):
                 q_e, p_e = self.integrator.echo(kernel, q_e, p_e, u)
@@ -146,7 +148,8 @@ class HEB(Learner):
             if id(param) in contrast:
                 total -= contrast[id(param)] / denominator
             grads[name] = total / batch
-        self._initial_state_term(model, x_seq, grads, names, q_e, p_e, denominator, batch)
+        self._initial_state_term(model, x_seq, grads, names, contrast_rows(kernel, q_e, batch),
+                                 contrast_rows(kernel, p_e, batch), denominator, batch)
         if self.variant == "one_sided":
             info["echo_error"] = _return_error(q0, p0, q, p, q_e[batch:], p_e[batch:])
         return Estimate(grads=grads, loss=loss, prediction=output.detach(), info=info)
@@ -204,14 +207,17 @@ class HEB(Learner):
             grads[name] = flat[start:start + size].reshape(shape).clone()
             start += size
         q_e, p_e = joint.split(Q_e)[0], joint.split(P_e)[0]
-        self._initial_state_term(model, x_seq, grads, joint.names, q_e, p_e, denominator, batch)
+        self._initial_state_term(model, x_seq, grads, joint.names, q_e[:batch] - q_e[batch:2 * batch],
+                                 p_e[:batch] - p_e[batch:2 * batch], denominator, batch)
         return grads
 
     @staticmethod
-    def _initial_state_term(model, x_seq, grads, names, q_e, p_e, denominator: float, batch: int) -> None:
-        """Add λ(0)·∂Φ₀/∂θ, λ_q = dC/dq(0) = −∂_η p_η, λ_p = dC/dp(0) = +∂_η q_η (batch mean)."""
-        lam_q = -(p_e[:batch] - p_e[batch:2 * batch]) / (denominator * batch)
-        lam_p = (q_e[:batch] - q_e[batch:2 * batch]) / (denominator * batch)
+    def _initial_state_term(model, x_seq, grads, names, dq: Tensor, dp: Tensor, denominator: float,
+                            batch: int) -> None:
+        """Add λ(0)·∂Φ₀/∂θ, λ_q = dC/dq(0) = −∂_η p_η, λ_p = dC/dp(0) = +∂_η q_η (batch mean);
+        dq, dp: the echo ends' difference copy a − copy b."""
+        lam_q = -dp / (denominator * batch)
+        lam_p = dq / (denominator * batch)
         named = dict(model.named_parameters())
         with torch.enable_grad():
             initial = model.init_state(x_seq)

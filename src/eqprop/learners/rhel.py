@@ -34,13 +34,18 @@ tests/test_echo_kernels.py — the closed forms vs autograd; mean pooling vs BPT
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
+from ..errors import PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence,
                                    echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
+from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
 from ..solvers.integrators import PositionVerlet
 
 __all__ = ["RHEL"]
@@ -57,6 +62,11 @@ class RHEL(Learner):
         cost: the per-sample cost; :class:`eqprop.costs.SquaredError` by default.
         check_echo: run one more echo copy at ε = 0 (one_sided has it already) and report its
             return error in ``info["echo_error"]``.
+
+    ``info["roundoff"]`` is the estimated relative round-off of the contrast (about u·√T with the
+    closed-form kernels, which carry the difference of the ± copies as a state of its own and so
+    are exact in float32 at any ε; larger for the autograd kernel, which subtracts two stored
+    copies); above 0.1 a :class:`eqprop.errors.PrecisionWarning` is issued.
     """
 
     model_kinds = ("hamiltonian",)
@@ -89,9 +99,14 @@ class RHEL(Learner):
             eps.append(0.0)
         kernels, stack, echo_states = self._echo(model, x, y, outputs, mode, final_states, eps)
         grads = self._collect(model, x, kernels, stack, echo_states, eps[0] - eps[1])
-        info = {"mode": mode, "epsilon": self.epsilon, "variant": self.variant}
+        info = {"mode": mode, "epsilon": self.epsilon, "variant": self.variant,
+                "roundoff": _roundoff(kernels, final_states, outputs, y, mode, self.cost, eps[0] - eps[1], x)}
+        if info["roundoff"] > ROUNDOFF_WARN:
+            warnings.warn(
+                f"RHEL's contrast at epsilon={self.epsilon:g} is near {x.dtype} round-off (estimated relative error "
+                f"{info['roundoff']:.1e}); use a larger epsilon or float64.", PrecisionWarning, stacklevel=2)
         if 0.0 in eps:
-            info["echo_error"] = _return_error(model, x, final_states, echo_states, eps.index(0.0), x.shape[0])
+            info["echo_error"] = _return_error(model, x, kernels, final_states, echo_states, _zero_copy(eps))
         return Estimate(grads=grads, loss=loss, prediction=outputs, info=info)
 
     def echo_error(self, model, x: Tensor) -> float:
@@ -103,8 +118,8 @@ class RHEL(Learner):
         check_hamiltonian(model)
         check_sequence(model, x)
         final_states, _ = simulate(model, x, self.integrator)
-        _, _, states = self._echo(model, x, None, None, None, final_states, [0.0, 0.0])
-        return _return_error(model, x, final_states, states, 0, x.shape[0])
+        kernels, _, states = self._echo(model, x, None, None, None, final_states, [0.0, 0.0])
+        return _return_error(model, x, kernels, final_states, states, 1)
 
     # -- the echo ------------------------------------------------------------------------------
     def _echo(self, model, x: Tensor, y, outputs, mode, final_states, eps_values: list[float]):
@@ -118,12 +133,14 @@ class RHEL(Learner):
         batch, steps, copies, n_layers = x.shape[0], x.shape[1], len(eps_values), len(layers)
         eps_a, eps_b = eps_values[0], eps_values[1]
         scale = -1.0 / (eps_a - eps_b) if eps_a != eps_b else 0.0
-        zero = eps_values.index(0.0) if 0.0 in eps_values else None
+        zero = _zero_copy(eps_values)
         kernels = [layer.echo_kernel(integrator.step_size(layer), batch, copies) for layer in layers]
         stack = model.stack_kernel()
-        eps_col = x.new_tensor(eps_values)
-        states = [(q.repeat(copies, *([1] * (q.dim() - 1))), (-p).repeat(copies, *([1] * (p.dim() - 1))))
-                  for q, p in final_states]
+        # the nudge ε_c g per row block, in each kernel's row layout (the difference block gets ε_a − ε_b)
+        eps_cols = [x.new_tensor(row_epsilons(kernel, eps_values)) for kernel in kernels]
+        states = [(echo_rows(kernel, q, copies), echo_rows(kernel, -p, copies))
+                  for kernel, (q, p) in zip(kernels, final_states)]
+        toward_zero = eps_b / (eps_b - eps_a) if eps_a != eps_b else 0.0
         mean = pooling(model) == "mean"
         upstream = None  # mean pooling: dL/do_k = Σ_{i ≥ k} g_i / (i + 1), accumulated in reverse time
         if mode == "final":
@@ -136,7 +153,8 @@ class RHEL(Learner):
                 if zero is not None:
                     q_refs = [q[zero * batch:(zero + 1) * batch] for q, _ in states]
                 else:  # the extrapolation of copies a, b to ε = 0 (their mean when centered)
-                    q_refs = [(eps_b * q[:batch] - eps_a * q[batch:2 * batch]) / (eps_b - eps_a) for q, _ in states]
+                    q_refs = [torch.add(q[batch:2 * batch], contrast_rows(kernel, q, batch), alpha=toward_zero)
+                              for kernel, (q, _) in zip(kernels, states)]
                 x_k = x[:, k]
                 z = stack.encode(x_k)
                 z_in = []
@@ -159,7 +177,7 @@ class RHEL(Learner):
                         delta_direct, nudge = stack.mix_vjp(index, delta)
                         if nudge is not None:
                             p.view(copies, batch, *p.shape[1:]).addcmul_(
-                                eps_col.reshape(copies, *([1] * p.dim())), nudge)
+                                eps_cols[index].reshape(copies, *([1] * p.dim())), nudge)
                     kernel = kernels[index]
                     kernel.input_grad = None
                     states[index] = integrator.echo(kernel, q, p, z_in[index])
@@ -188,18 +206,43 @@ class RHEL(Learner):
         # a parameter-dependent init_states: the echo ends at (q_0 + ελ_p, −p_0 + ελ_q), λ = dL/dΦ_0
         with torch.enable_grad():
             initial = model.init_states(x)
-        lambdas = [((p[:batch] - p[batch:2 * batch]) / denominator, (q[:batch] - q[batch:2 * batch]) / denominator)
-                   for q, p in states]
+        lambdas = [(contrast_rows(kernel, p, batch) / denominator, contrast_rows(kernel, q, batch) / denominator)
+                   for kernel, (q, p) in zip(kernels, states)]
         for p, g in zip(params, initial_state_vjp(initial, lambdas, params)):
             if g is not None:
                 direct[id(p)] += g
         return {name: direct[id(p)] / batch for name, p in trainable(model)}
 
 
-def _return_error(model, x, final_states, echo_states, copy: int, batch: int) -> float:
+ROUNDOFF_WARN = 0.1
+
+
+def _roundoff(kernels, final_states, outputs, y, mode, cost, denominator: float, x: Tensor) -> float:
+    """Estimated relative round-off of the contrast: u·√T for a kernel that carries the difference
+    of the copies as its own state (the closed forms), u·√T·|Φ_N|/(|ε_a − ε_b|·|∂L/∂o|) for one that
+    subtracts two stored copies (autograd), u the dtype's unit round-off."""
+    unit = torch.finfo(x.dtype).eps if x.dtype.is_floating_point else 0.0
+    base = unit * math.sqrt(x.shape[1])
+    if all(getattr(k, "difference", False) for k in kernels):
+        return base
+    with torch.no_grad():
+        last = outputs if mode == "final" else outputs[:, -1]
+        target = y if mode == "final" else y[:, -1]
+        g = float(cost.grad(last, target).abs().max())
+        scale = max(float(t.abs().max()) for state in final_states for t in state)
+    return base * max(scale, 1.0) / (abs(denominator) * g) if g > 0 else base
+
+
+def _zero_copy(eps_values: list[float]) -> int | None:
+    """The last echo copy at ε = 0 (never copy 0, which a difference layout does not store), or None."""
+    return len(eps_values) - 1 - eps_values[::-1].index(0.0) if 0.0 in eps_values else None
+
+
+def _return_error(model, x, kernels, final_states, echo_states, copy: int) -> float:
     """The ε = 0 echo copy ``copy`` against the start (q_0, −p_0) of every layer."""
-    rows = slice(copy * batch, (copy + 1) * batch)
+    batch = x.shape[0]
     with torch.no_grad():
         initial = model.init_states(x)
-    return echo_return_error([(q0, p0, qn, pn, qe[rows], pe[rows])
-                              for (q0, p0), (qn, pn), (qe, pe) in zip(initial, final_states, echo_states)], -1.0)
+    return echo_return_error([(q0, p0, qn, pn, copy_rows(k, qe, copy, batch), copy_rows(k, pe, copy, batch))
+                              for k, (q0, p0), (qn, pn), (qe, pe) in zip(kernels, initial, final_states, echo_states)],
+                             -1.0)

@@ -35,6 +35,7 @@ from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.continuous import (check_continuous_model, check_grid_integrator, check_step_size, grid_trajectory,
                                      trapezoid_weights)
 from ..estimators.sequence import check_echo_variant, check_reversible, check_sequence, initial_state_vjp, target_mode
+from ..models.echo_kernels import contrast_rows, echo_rows, row_epsilons
 from ..solvers.integrators import Integrator, LeapFrog
 
 __all__ = ["ContinuousRHEL", "verlet_trajectory_loss"]
@@ -95,18 +96,19 @@ class ContinuousRHEL(Learner):
         batch, points, h = x.shape[0], x.shape[1], self.step_size
         eps_a, eps_b = (self.epsilon, -self.epsilon) if self.variant == "centered" else (self.epsilon, 0.0)
         denominator = eps_a - eps_b
-        eps_rows = x.new_tensor([eps_a, eps_b]).repeat_interleave(batch).unsqueeze(-1)
         params = [p for _, p in trainable(model)]
         direct = {id(p): torch.zeros_like(p) for p in params}
-        # copies +ε, −ε (or 0) with contrast weights (+1, −1): the kernel RHEL steps this model with
+        # copies +ε, −ε (or 0) with contrast weights (+1, −1): the kernel RHEL steps this model with,
+        # in its row layout (a closed form carries copy 0 − copy 1 in the first rows)
         kernel = model.echo_kernel(torch.tensor(h, dtype=x.dtype, device=x.device), batch, 2)
+        eps_rows = x.new_tensor(row_epsilons(kernel, [eps_a, eps_b])).repeat_interleave(batch).unsqueeze(-1)
         weights = trapezoid_weights(points, h)
 
         def rep(t: Tensor) -> Tensor:  # one row block per echo copy
             return t.repeat(2, *([1] * (t.dim() - 1)))
 
-        def reference(t: Tensor) -> Tensor:
-            return (eps_b * t[:batch] - eps_a * t[batch:]) / (eps_b - eps_a)
+        def reference(t: Tensor) -> Tensor:  # the ε → 0 extrapolation of the two copies
+            return torch.add(t[batch:], contrast_rows(kernel, t, batch), alpha=eps_b / (eps_b - eps_a))
 
         def nudge(q: Tensor, n: int, weight: float) -> Tensor:
             """weight·∇_qℓ(q_ref) per sample (replicated ×2, scaled by ±ε) and its readout-parameter term."""
@@ -120,7 +122,7 @@ class ContinuousRHEL(Learner):
                     direct[id(p)] += g
             return eps_rows * rep(grads[0])
 
-        q, p = rep(q_final), rep(-p_final)
+        q, p = echo_rows(kernel, q_final, 2), echo_rows(kernel, -p_final, 2)
         if mode == "final":
             p = p + nudge(q, points - 1, 1.0)
 
@@ -136,7 +138,7 @@ class ContinuousRHEL(Learner):
                 p = p + nudge(q, k - 1, kick_weight(k - 1))
         with torch.enable_grad():  # a parameter-dependent Φ(0): λ = ∂_εΦ_e(T) with its q, p swapped
             initial = model.init_state(x)
-        lambdas = ((p[:batch] - p[batch:]) / denominator, (q[:batch] - q[batch:]) / denominator)
+        lambdas = (contrast_rows(kernel, p, batch) / denominator, contrast_rows(kernel, q, batch) / denominator)
         for p_, g in zip(params, initial_state_vjp([initial], [lambdas], params)):
             if g is not None:
                 direct[id(p_)] += g

@@ -15,6 +15,11 @@ The input u of a step is the same for every copy (batch rows only), so it is nev
 A kernel fetches the parameters once per call (detached) and keeps plain tensor accumulators:
 no autograd, no module call in the inner loop.
 
+Row layout: a kernel with ``difference = True`` (the closed forms) keeps in rows ``[0, B)`` the
+difference copy 0 − copy 1 instead of copy 0, so that the contrast is a state of its own, exact to
+the dtype's relative precision whatever ε (float32 included); :func:`echo_rows`,
+:func:`row_epsilons`, :func:`copy_rows` and :func:`contrast_rows` read either layout.
+
 One module per kind:
 
 - :mod:`.autograd` — :class:`AutogradEchoKernel` (any Hamiltonian model, one autograd call per
@@ -29,8 +34,10 @@ These modules take a model by its methods (duck typing) and import no model clas
 cost or learner.
 """
 
+from ._common import contrast_rows, copy_rows, echo_rows, row_epsilons
 from .autograd import AutogradEchoKernel, AutogradStackKernel
 from .hru import LinearHRUKernel, NonlinearHRUKernel
 from .hssm import HSSMStackKernel
 
-__all__ = ["AutogradEchoKernel", "AutogradStackKernel", "LinearHRUKernel", "NonlinearHRUKernel", "HSSMStackKernel"]
+__all__ = ["AutogradEchoKernel", "AutogradStackKernel", "LinearHRUKernel", "NonlinearHRUKernel", "HSSMStackKernel",
+           "echo_rows", "row_epsilons", "copy_rows", "contrast_rows"]

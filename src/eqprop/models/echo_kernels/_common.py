@@ -7,7 +7,46 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["copy_weights", "reduce_like", "is_param", "GradientSums"]
+__all__ = ["copy_weights", "reduce_like", "is_param", "GradientSums", "echo_rows", "row_epsilons", "copy_rows",
+           "contrast_rows"]
+
+
+# -- how an echo state's rows are laid out ------------------------------------------------------
+# A kernel with ``difference = False`` (the autograd kernel) keeps every copy in its own row block.
+# A kernel with ``difference = True`` (the closed forms) keeps in block 0 the *difference* copy 0 −
+# copy 1 and the copies themselves in the other blocks: the contrast is then carried as a state of
+# its own, at the relative precision of the dtype whatever ε, instead of being the difference of two
+# nearly equal states (which loses ~|Φ|/(ε|λ|) digits: all of them in float32 at small ε). The four
+# functions below are the only places that read the layout.
+
+def _difference(kernel) -> bool:
+    return bool(getattr(kernel, "difference", False))
+
+
+def echo_rows(kernel, t: Tensor, copies: int) -> Tensor:
+    """The echo's start from one state t [batch, ...]: ``copies`` identical copies in the kernel's layout."""
+    rows = t.repeat(copies, *([1] * (t.dim() - 1)))
+    if _difference(kernel):
+        rows[:t.shape[0]].zero_()
+    return rows
+
+
+def row_epsilons(kernel, eps_values) -> list[float]:
+    """What a nudge ε_c·g adds to each row block: ε_0 − ε_1 to the difference block, ε_c elsewhere."""
+    eps = list(eps_values)
+    return [eps[0] - eps[1]] + eps[1:] if _difference(kernel) else eps
+
+
+def copy_rows(kernel, t: Tensor, copy: int, batch: int) -> Tensor:
+    """The state of echo copy ``copy`` (rows of one copy)."""
+    if copy == 0 and _difference(kernel):
+        return t[batch:2 * batch] + t[:batch]
+    return t[copy * batch:(copy + 1) * batch]
+
+
+def contrast_rows(kernel, t: Tensor, batch: int) -> Tensor:
+    """copy 0 − copy 1, the state difference the contrast is read from."""
+    return t[:batch] if _difference(kernel) else t[:batch] - t[batch:2 * batch]
 
 
 def copy_weights(like: Tensor, batch: int, copies: int) -> Tensor:

@@ -15,7 +15,15 @@ __all__ = ["LinearHRUKernel", "NonlinearHRUKernel"]
 
 class _HRUKernel:
     """What the closed-form HRU kernels share: the detached parameters read once, the running
-    sums of q² and p² over the two echo copies, and the drift (which does not touch θ but dt)."""
+    contrasts of q² and p², and the drift (which does not touch θ but dt).
+
+    Rows ``[0, B)`` of an echo state hold d = Φ_0 − Φ_1 (copy 0 minus copy 1, ``difference``
+    layout), the other row blocks the copies themselves: every ± pair is combined before it is
+    summed (q_0² − q_1² = d (2q_1 + d), tanh h_0 − tanh h_1 = tanh(δ)(1 − t_0 t_1), …), so the
+    contrast keeps the dtype's relative precision whatever ε.
+    """
+
+    difference = True
 
     def __init__(self, model, dt: Tensor, batch: int, copies: int) -> None:
         self.model, self.batch, self.copies = model, batch, copies
@@ -29,18 +37,22 @@ class _HRUKernel:
             self.bias = model.input_bias.detach()
         self._cache: dict[float, tuple[Tensor, ...]] = {}
         n, zeros = model.hidden_size, self.a.new_zeros
-        self.q2 = zeros(2, batch, n)     # Σ f q_c² per copy (c = 0, 1)
-        self.p2 = zeros(2, batch, n)     # Σ f p_c² (drifts)
+        self.q2 = zeros(batch, n)     # Σ f (q_0² − q_1²)
+        self.p2 = zeros(batch, n)     # Σ f (p_0² − p_1²) (drifts)
         self.input_grad: Tensor | None = None
 
     def _scaled(self, fraction: float) -> tuple[Tensor, ...]:  # pragma: no cover - per kernel
         raise NotImplementedError
 
+    def _square_contrast(self, acc: Tensor, t: Tensor, fraction: float) -> None:
+        """acc += f (t_0² − t_1²) = f d (2 t_1 + d), d = t_0 − t_1 (rows [0, B))."""
+        d, t1 = t[:self.batch], t[self.batch:2 * self.batch]
+        acc.addcmul_(d, torch.add(d, t1, alpha=2.0), value=fraction)
+
     def drift(self, q: Tensor, p: Tensor, fraction: float) -> Tensor:
         if self.train_dt:
-            p3 = p.view(self.copies, self.batch, -1)[:2]
-            self.p2.addcmul_(p3, p3, value=fraction)
-        return torch.addcmul(q, p, self._scaled(fraction)[0])
+            self._square_contrast(self.p2, p, fraction)
+        return torch.addcmul(q, p, self._scaled(fraction)[0])  # linear: the same map for d and the copies
 
 
 class LinearHRUKernel(_HRUKernel):
@@ -56,7 +68,7 @@ class LinearHRUKernel(_HRUKernel):
         with torch.no_grad():
             self.neg_weight_dt = -(self.dt.reshape(-1, 1) * self.weight) if self.dt.dim() else -self.dt * self.weight
         n, zeros = model.hidden_size, self.a.new_zeros
-        self.qw = zeros(2, batch, n)     # Σ f q_c ⊙ w
+        self.qw = zeros(batch, n)        # Σ f (q_0 − q_1) ⊙ w
         self.dq = zeros(batch, n)        # Σ f (q_0 − q_1)
         self.dq_u = zeros(n, model.input_size)  # Σ f (q_0 − q_1)ᵀ u
 
@@ -67,18 +79,17 @@ class LinearHRUKernel(_HRUKernel):
 
     def kick(self, p: Tensor, q: Tensor, u: Tensor, fraction: float) -> Tensor:
         dt_f, dta_f = self._scaled(fraction)
+        batch = self.batch
         w = torch.addmm(self.bias, u, self.weight_t)
         p_new = torch.addcmul(p, q, dta_f, value=-1.0)
-        p_new.view(self.copies, self.batch, -1).add_(dt_f * w)
-        q3 = q.view(self.copies, self.batch, -1)
-        q01 = q3[:2]
-        self.q2.addcmul_(q01, q01, value=fraction)
+        p_new.view(self.copies, batch, -1)[1:].add_(dt_f * w)  # the drive cancels in the difference d
+        d = q[:batch]
+        self._square_contrast(self.q2, q, fraction)
         if self.train_dt:
-            self.qw.addcmul_(q01, w, value=fraction)
-        diff = q3[0] - q3[1]
-        self.dq.add_(diff, alpha=fraction)
-        self.dq_u.addmm_(diff.t(), u, alpha=fraction)
-        g = torch.mm(diff, self.neg_weight_dt)
+            self.qw.addcmul_(d, w, value=fraction)
+        self.dq.add_(d, alpha=fraction)
+        self.dq_u.addmm_(d.t(), u, alpha=fraction)
+        g = torch.mm(d, self.neg_weight_dt)
         if fraction != 1.0:
             g.mul_(fraction)
         self.input_grad = g if self.input_grad is None else self.input_grad + g
@@ -87,11 +98,11 @@ class LinearHRUKernel(_HRUKernel):
     def grads(self) -> list[tuple[Tensor, Tensor]]:
         m, dt = self.model, self.dt
         dt_col = dt.reshape(-1, 1) if dt.dim() else dt
-        q2 = (self.q2[0] - self.q2[1]).sum(0)
+        q2 = self.q2.sum(0)
         out = [(m.frequency, dt * self.kappa * q2), (m.input_weight, -dt_col * self.dq_u),
                (m.input_bias, -dt * self.dq.sum(0))]
         if self.train_dt:
-            per_unit = 0.5 * self.a * q2 - (self.qw[0] - self.qw[1]).sum(0) + 0.5 * (self.p2[0] - self.p2[1]).sum(0)
+            per_unit = 0.5 * self.a * q2 - self.qw.sum(0) + 0.5 * self.p2.sum(0)
             out.append((m.dt, reduce_like(per_unit, dt)))
         return out
 
@@ -111,7 +122,7 @@ class NonlinearHRUKernel(_HRUKernel):
             self.coupling = model.coupling.detach()
             self.coupling_t = self.coupling.t()
         n, zeros = model.hidden_size, self.a.new_zeros
-        self.log_cosh = zeros(2, batch, n)   # Σ f (h + softplus(−2h)) = Σ f (log cosh h + log 2)
+        self.log_cosh = zeros(batch, n)      # Σ f (log cosh h_0 − log cosh h_1)
         self.t_q = zeros(n, n)                # Σ f (t_0ᵀ q_0 − t_1ᵀ q_1)
         self.dt_sum = zeros(batch, n)         # Σ f (t_0 − t_1)
         self.dt_u = zeros(n, model.input_size)  # Σ f (t_0 − t_1)ᵀ u
@@ -125,31 +136,38 @@ class NonlinearHRUKernel(_HRUKernel):
 
     def kick(self, p: Tensor, q: Tensor, u: Tensor, fraction: float) -> Tensor:
         dt_f, dta_f, coupling_f, weight_f = self._scaled(fraction)
+        batch = self.batch
         w = torch.addmm(self.bias, u, self.weight_t)
-        q3 = q.view(self.copies, self.batch, -1)
-        h = torch.matmul(q3, self.coupling_t).add_(w)
-        t = torch.tanh(h)
+        q3 = q.view(self.copies, batch, -1)
+        h = torch.matmul(q3, self.coupling_t)   # block 0: δ = W d (the drive cancels)
+        h[1:].add_(w)
+        delta, h1 = h[0], h[1]
+        t = torch.tanh(h)                       # block 0: tanh δ
+        t1 = t[1]
+        t0 = torch.tanh(h1 + delta)
+        # t_0 − t_1 = tanh(δ)(1 − t_0 t_1): from δ, never from two nearly equal tanh
+        diff = torch.addcmul(torch.ones_like(t1), t0, t1, value=-1.0).mul_(t[0])
+        if self.train_dt:  # log cosh(h_1 + δ) − log cosh h_1 = log1p(2 sinh²(δ/2) + t_1 sinh δ)
+            half = torch.sinh(0.5 * delta)
+            self.log_cosh.add_(torch.log1p(torch.addcmul(2.0 * half * half, t1, torch.sinh(delta))), alpha=fraction)
+        t[0] = diff
         p_new = torch.addcmul(p, q, dta_f, value=-1.0).sub_(torch.matmul(t, coupling_f).view_as(p))
-        q01, t0, t1 = q3[:2], t[0], t[1]
-        self.q2.addcmul_(q01, q01, value=fraction)
-        self.t_q.addmm_(t0.t(), q3[0], alpha=fraction).addmm_(t1.t(), q3[1], alpha=-fraction)
-        diff = t0 - t1
+        d, q1 = q3[0], q3[1]
+        self._square_contrast(self.q2, q, fraction)
+        # t_0ᵀq_0 − t_1ᵀq_1 = (t_0 − t_1)ᵀ q_1 + t_0ᵀ d
+        self.t_q.addmm_(diff.t(), q1, alpha=fraction).addmm_(t0.t(), d, alpha=fraction)
         self.dt_sum.add_(diff, alpha=fraction)
         self.dt_u.addmm_(diff.t(), u, alpha=fraction)
-        if self.train_dt:
-            h01 = h[:2]
-            self.log_cosh.add_(h01, alpha=fraction).add_(torch.nn.functional.softplus(-2.0 * h01), alpha=fraction)
         g = torch.mm(diff, weight_f)
         self.input_grad = g if self.input_grad is None else self.input_grad + g
         return p_new
 
     def grads(self) -> list[tuple[Tensor, Tensor]]:
         m, dt = self.model, self.dt
-        q2 = (self.q2[0] - self.q2[1]).sum(0)
+        q2 = self.q2.sum(0)
         out = [(m.frequency, dt * self.kappa * q2), (m.coupling, dt * self.t_q), (m.input_weight, dt * self.dt_u),
                (m.input_bias, dt * self.dt_sum.sum(0))]
         if self.train_dt:
-            energy = 0.5 * (self.a * q2).sum() + (self.log_cosh[0] - self.log_cosh[1]).sum() \
-                + 0.5 * (self.p2[0] - self.p2[1]).sum()
+            energy = 0.5 * (self.a * q2).sum() + self.log_cosh.sum() + 0.5 * self.p2.sum()
             out.append((m.dt, reduce_like(energy.reshape(1), dt)))
         return out
