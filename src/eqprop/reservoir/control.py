@@ -90,7 +90,8 @@ class ConceptorControl:
         if self.rate == 0.0:
             return
         if x.dim() == 1 and C.dim() == 3:
-            x = x.expand(C.shape[0], -1)  # our own copy: updated in place, (1 − ηα⁻²)C_a + η (x − C_a x) xᵀ
+            x = x.expand(C.shape[0], -1)
+        # C_a is our own copy (cloned at construction): updated in place, (1 − ηα⁻²)C_a + η (x − C_a x) xᵀ
         residual = x - apply(C, x)
         decay = 1 - self.rate * self.aperture ** -2
         if C.dim() == 2 and x.dim() == 1:

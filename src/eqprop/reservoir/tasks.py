@@ -159,7 +159,7 @@ class DegradationResult:
 
 
 def degradation(esn: EchoStateNetwork, loading: Loading, removed: Sequence[int], trials: int = 50, before: int = 200,
-                after: int = 1000, measure: int = 500, aperture: float = 25.0, rate: float = 2.5e-5, gain: float = 0.4,
+                after: int = 1000, measure: int = 500, aperture: float = 25.0, rate: float = 1e-2, gain: float = 0.1,
                 threshold: float = 0.1, seed: int = 0) -> DegradationResult:
     """Failure rate against the number K of neurons clamped to 0 after ``before`` steps (module docstring).
 
