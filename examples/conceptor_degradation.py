@@ -6,7 +6,7 @@ neurons are clamped to 0 for the rest of the run. A trial fails when the varianc
 along their first principal component (last 500 steps) falls below 10 % of the intact network's:
 the limit cycle has collapsed. Static control keeps C fixed; the loop adapts C_a on-line and
 applies C_adapt = C_a + β(C − C_a). The same removed subsets are used for both. Printed: the
-failure rate against K over the trials. Runs in about two minutes on one core.
+failure rate against K over the trials. About 75 s of CPU.
 
     python examples/conceptor_degradation.py [--trials 50] [--out outputs/conceptors]
 """

@@ -6,7 +6,7 @@ is scanned slowly from 0.5 down to −3 and, in a second run, up to 4: once with
 is (static control), once with the loop (online autoconceptor, control law
 C_adapt = C_a + β(C_λ − C_a)). Printed: the output period against λ (one value per window of 250
 steps) and the width of the λ-range over which the output is a regular oscillation whose period
-is strictly monotone in λ, for a few network seeds. About a minute of CPU per seed.
+is strictly monotone in λ, for a few network seeds. About 20 s of CPU per seed.
 
     python examples/conceptor_interpolation.py [--seeds 3] [--out outputs/conceptors]
 """
