@@ -87,6 +87,7 @@ class Entry:
 
 CATALOGUE = [
     Entry("EP", lambda: L.EP(0.1, solver=relax()), static_problem, "static"),
+    Entry("EqSpike", lambda: L.EqSpike(0.1, "rate", solver=relax()), static_problem, "static"),  # deterministic
     Entry("HolomorphicEP", lambda: L.HolomorphicEP(0.1, solver=relax()), static_problem, "static"),
     Entry("ContinualEP", lambda: L.ContinualEP(0.1, 0.01, solver=relax()), static_problem, "static"),
     Entry("ContrastiveLearning", lambda: L.ContrastiveLearning(solver=relax()), static_problem, "static"),

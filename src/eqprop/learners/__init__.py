@@ -6,6 +6,7 @@ from .contrastive import ContrastiveLearning, CoupledLearning
 from .continual_ep import ContinualEP, ep_updates
 from .dtp import DTP
 from .ep import EP
+from .eqspike import EqSpike
 from .ff_ebm import ChainedEP, LinearCost
 from .glep import GLEP
 from .heb import HEB
@@ -17,5 +18,5 @@ __all__ = [
     "Learner", "Estimate", "StepOutput",
     "EP", "HolomorphicEP", "ContinualEP", "EPUpdates", "ep_updates",
     "ContrastiveLearning", "CoupledLearning", "ChainedEP", "LinearCost",
-    "RHEL", "ContinuousRHEL", "HEB", "GLEP", "DTP",
+    "RHEL", "ContinuousRHEL", "HEB", "GLEP", "DTP", "EqSpike",
 ]
