@@ -37,6 +37,9 @@ def make_tasks(args) -> list[tuple[str, tuple, tuple]]:
     tasks = [(args.data, train, test)]
     if args.then:
         other = eqprop.data.load(args.then, root=args.root)
+        if other.n_features != base.n_features:
+            raise SystemExit(f"--then {args.then} has {other.n_features} features, {args.data} has {base.n_features}: "
+                             "pair datasets of one size (e.g. --data mnist --then fashion_mnist).")
         tasks.append((args.then, other.train.tensors, other.test.tensors))
         return tasks
     for k in range(1, args.tasks):
