@@ -31,7 +31,7 @@ SETTINGS = {
     "binary W": ({"binary": True, "learn_alpha": True},
                  {"gamma": 1e-3, "thresholds": (1e-4, 1e-3), "lr": 0.02, "alpha_lr": 1e-4}, 0.5),
     "binary W + N": ({"binary": True, "binary_activations": True, "neurons_per_class": 10},
-                     {"gamma": 1e-3, "thresholds": (3e-5, 3e-5), "lr": 0.02, "alpha_lr": 1e-4}, 8.0),
+                     {"gamma": 1e-3, "thresholds": (1e-5, 3e-5), "lr": 0.02, "alpha_lr": 1e-4}, 8.0),
 }
 
 
