@@ -1,4 +1,4 @@
-"""Two of the three demonstrations of the conceptor control loop (Pourcel, Goldmann, Fischer & Soriano 2024).
+"""The three demonstrations of the conceptor control loop (Pourcel, Goldmann, Fischer & Soriano 2024).
 
 Each function runs one task with static control and with the loop, on the same network, and
 returns the measured numbers; the examples (examples/conceptor_*.py) plot them and the tests
@@ -11,9 +11,10 @@ interpolation weight λ or per trial.
 - ``degradation``: after loading one pattern, K random neurons are clamped to 0; a trial fails
   when the variance of the states along their first principal component falls below 10 % of
   that of the intact network (the limit cycle collapsed to a fixed point).
-
-The paper's third demonstration (robustness to input distortion, with a hierarchical
-random-feature-conceptor architecture) is not implemented.
+- ``distortion``: a random feature conceptor network loaded with one pattern receives a
+  distorted copy of it, blended with its own output, u = τ p̃ + (1 − τ) y; the NRMSE of its
+  output against the clean pattern, static conceptor weights versus the loop, over distortion
+  strengths.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from .control import ConceptorControl
 from .esn import EchoStateNetwork, Loading
+from .features import FeatureLoading, RandomFeatureConceptor, adapt_weights
 
 __all__ = [
     "sines", "oscillation_period", "monotone_range", "first_pc_variance", "interpolation", "degradation",
-    "InterpolationResult", "DegradationResult",
+    "InterpolationResult", "DegradationResult", "distort", "distortion", "DistortionResult",
 ]
 
 
@@ -189,3 +191,67 @@ def degradation(esn: EchoStateNetwork, loading: Loading, removed: Sequence[int],
         static_failures.append(float((first_pc_variance(static) < threshold * intact).double().mean()))
         adaptive_failures.append(float((first_pc_variance(adaptive) < threshold * intact).double().mean()))
     return DegradationResult([int(K) for K in removed], static_failures, adaptive_failures)
+
+
+DISTORTIONS = ("gain", "offset", "noise")
+
+
+def distort(clean: Tensor, kind: str, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """p̃ = s·p (``gain``), p + s (``offset``) or p + s·ξ with ξ ~ N(0, 1) i.i.d. (``noise``)."""
+    if kind == "gain":
+        return strength * clean
+    if kind == "offset":
+        return clean + strength
+    if kind == "noise":
+        return clean + strength * torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
+    raise ConfigurationError(f"unknown distortion {kind!r}: choose one of {', '.join(DISTORTIONS)}.")
+
+
+@dataclass
+class DistortionResult:
+    kind: str
+    strengths: list[float]
+    static_nrmse: list[float]         # NRMSE of the output against the clean pattern, per strength
+    adaptive_nrmse: list[float]
+
+
+def distortion(net: RandomFeatureConceptor, loading: FeatureLoading, clean: Tensor, kind: str = "gain",
+               strengths: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0), trust: float = 0.3, measure: int = 1000,
+               aperture: float = 8.0, rate: float = 0.5, gain: float = 0.1, seed: int = 0) -> DistortionResult:
+    """Output error of a loaded random feature conceptor network fed a distorted pattern, static versus the loop.
+
+    ``clean`` [T] (or [T, 1]) continues the loaded pattern from where loading stopped (the run
+    starts at ``loading.final_features``). At each step the input blends the distorted pattern
+    p̃ = ``distort(clean, kind, s)`` with the network's own output y(n) = D z(n),
+    u(n) = τ p̃(n) + (1 − τ) y(n) (τ = ``trust``), and the error is
+    NRMSE = ‖y − p‖ / (√T' std p) over the last ``measure`` steps, against the clean p.
+    Static control keeps the loaded weights c; the loop runs the rule on an estimate c_a (from
+    the loaded c, with ``aperture`` and ``rate``) and applies c_a + β(c − c_a), β = ``gain``.
+    """
+    if net.inputs != 1:
+        raise ConfigurationError(f"distortion runs a network with one input (inputs=1), got inputs={net.inputs}.")
+    clean = net._pattern(clean)[:, 0]
+    if not 0 <= trust <= 1:
+        raise ConfigurationError(f"trust must be in [0, 1] (the weight of the external input), got {trust!r}.")
+    if not 0 < measure <= clean.shape[0]:
+        raise ConfigurationError(f"measure must be in (0, T = {clean.shape[0]}], got {measure}.")
+    if not 0 <= gain <= 1:
+        raise ConfigurationError(f"gain must be a number in [0, 1] (β = 1 is static control), got {gain!r}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    inputs = torch.stack([distort(clean, kind, float(s), generator) for s in strengths], 1)  # [T, B]
+    B, c = inputs.shape[1], loading.weights
+    errors = []
+    for beta in (1.0, float(gain)):
+        z = loading.final_features.expand(B, -1).clone()
+        estimate, ys = c.expand(B, -1).clone(), []
+        for n in range(clean.shape[0]):
+            y = net.output(z)                                # [B, 1], the prediction of p(n)
+            ys.append(y[:, 0])
+            u = trust * inputs[n][:, None] + (1 - trust) * y
+            z = net.step(z, u, c if beta == 1.0 else (1 - beta) * estimate + beta * c)
+            if beta != 1.0:
+                estimate = adapt_weights(estimate, z, aperture, rate)
+        y = torch.stack(ys)[-measure:]
+        p = clean[-measure:, None]
+        errors.append([float(e) for e in (y - p).pow(2).mean(0).sqrt() / p.std()])
+    return DistortionResult(kind, [float(s) for s in strengths], errors[0], errors[1])
