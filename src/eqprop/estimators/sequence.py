@@ -134,8 +134,8 @@ def mode_for_target(final_shape: torch.Size, steps: int, y: Tensor, cost: Cost, 
     per_step_shape = final_shape[:1] + torch.Size([steps]) + final_shape[1:]
     errors = []
     for mode, shape in (("per_step", per_step_shape), ("final", final_shape)):
-        try:
-            cost.check_target(torch.zeros(shape, dtype=dtype, device=device), y)
+        try:  # a broadcast view of one zero: the probe of all T outputs must not cost O(T) memory
+            cost.check_target(torch.zeros((), dtype=dtype, device=device).expand(shape), y)
             return mode
         except ShapeError as err:
             errors.append(str(err))

@@ -13,6 +13,19 @@ from ._common import is_param, reduce_like
 __all__ = ["LinearHRUKernel", "NonlinearHRUKernel"]
 
 
+def _log_cosh(h: Tensor) -> Tensor:
+    """log cosh h + log 2 = |h| + softplus(−2|h|), stable for large |h|."""
+    return h.abs() + torch.nn.functional.softplus(-2.0 * h.abs())
+
+
+def _log_cosh_difference(h1: Tensor, delta: Tensor, t1: Tensor) -> Tensor:
+    """log cosh(h_1 + δ) − log cosh h_1 = log1p(2 sinh²(δ/2) + t_1 sinh δ) for |δ| < 1 (no
+    cancellation at small δ); for larger δ, where nothing cancels, the two terms directly."""
+    half = torch.sinh(0.5 * delta)
+    small = torch.log1p(torch.addcmul(2.0 * half * half, t1, torch.sinh(delta)).clamp_(min=-0.9))  # exact ≥ e^{−1} − 1
+    return torch.where(delta.abs() < 1.0, small, _log_cosh(h1 + delta) - _log_cosh(h1))
+
+
 class _HRUKernel:
     """What the closed-form HRU kernels share: the detached parameters read once, the running
     contrasts of q² and p², and the drift (which does not touch θ but dt).
@@ -147,9 +160,8 @@ class NonlinearHRUKernel(_HRUKernel):
         t0 = torch.tanh(h1 + delta)
         # t_0 − t_1 = tanh(δ)(1 − t_0 t_1): from δ, never from two nearly equal tanh
         diff = torch.addcmul(torch.ones_like(t1), t0, t1, value=-1.0).mul_(t[0])
-        if self.train_dt:  # log cosh(h_1 + δ) − log cosh h_1 = log1p(2 sinh²(δ/2) + t_1 sinh δ)
-            half = torch.sinh(0.5 * delta)
-            self.log_cosh.add_(torch.log1p(torch.addcmul(2.0 * half * half, t1, torch.sinh(delta))), alpha=fraction)
+        if self.train_dt:
+            self.log_cosh.add_(_log_cosh_difference(h1, delta, t1), alpha=fraction)
         t[0] = diff
         p_new = torch.addcmul(p, q, dta_f, value=-1.0).sub_(torch.matmul(t, coupling_f).view_as(p))
         d, q1 = q3[0], q3[1]
