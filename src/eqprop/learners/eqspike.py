@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning
+from ..errors import ConfigurationError
 from ..estimators.base import Estimate, check_beta, check_seed
 from ..estimators.defaults import check_energy_solver
 from ..estimators.energy_based import EnergyLearner
@@ -64,8 +63,8 @@ class EqSpike(EnergyLearner):
         beta: nudging strength, non-zero.
         spikes: ``"bernoulli"`` (spikes) or ``"rate"`` (spikes replaced by their rates).
         solver: relaxation of the free phase (``None``: the model's default).
-        nudged_solver: relaxation of the nudged phase, stepped by EqSpike itself (``None``:
-            ``solver``); it needs ``tol``, ``max_steps`` and ``step`` like the eqprop solvers.
+        nudged_solver: relaxation of the nudged phase (``None``: ``solver``); the synapses read
+            every step it takes, so its ``solve`` must go through its own ``step``.
         cost: :class:`eqprop.costs.SquaredError` (default) or :class:`eqprop.costs.CrossEntropy`.
         seed: seed of the spike generator (its state is in ``state_dict()``).
     """
@@ -105,16 +104,6 @@ class EqSpike(EnergyLearner):
                     f"over [{act.lower}, {act.upper}], not within [0, 1]; use activation='hard_sigmoid' or 'sigmoid'."
                 )
 
-    def _nudged_solver(self, model):
-        solver = self.nudged_solver if self.nudged_solver is not None else self.solver_for(model)
-        missing = [a for a in ("tol", "max_steps", "step") if not hasattr(solver, a)]
-        if missing:
-            raise ConfigurationError(
-                f"EqSpike steps the nudged phase itself and needs a solver with tol, max_steps and step(...), but "
-                f"{type(solver).__name__} lacks {missing}; pass an eqprop solver such as FixedPoint(tol=None, max_steps=15)."
-            )
-        return solver
-
     # -- the estimator --------------------------------------------------------------------------
     def spike(self, rate: Tensor) -> Tensor:
         """S ~ Bernoulli(rate) from the learner's generator (the rate itself for ``spikes="rate"``)."""
@@ -126,57 +115,33 @@ class EqSpike(EnergyLearner):
     @torch.no_grad()
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         self.check_model(model)
-        context, state, free_status, out = self.free_equilibrium(model, x, y)
+        context, free, free_status, out = self.free_equilibrium(model, x, y)
         loss = self.cost.loss(out, y).detach()
-        solver = self._nudged_solver(model)
-        nudge = Nudge(self.cost, y, self.beta)
-        inputs = x.reshape(x.shape[0], -1)
-        n = len(state)
-        weights = [torch.zeros_like(layer.weight) for layer in model.layers]
-        changes = [torch.zeros_like(s) for s in state]  # Σ_t Δρ_k(t): the bias term, per sample
-        spikes = [self.spike(s) for s in state]  # S(0), drawn at the free equilibrium
-        residual, steps = math.inf, 0
-        for t in range(solver.max_steps):
-            new = solver.step(model, x, state, context, nudge, None)
-            delta = [b - a for a, b in zip(state, new)]
-            nxt = [self.spike(s) for s in new]
-            for k in range(n):
-                if k == 0:  # the clamped input: Δx = 0, it passes its value
-                    weights[0] += delta[0].transpose(0, 1) @ inputs
-                else:
-                    weights[k] += event_update(nxt[k], delta[k - 1], spikes[k - 1], delta[k])
-                changes[k] += delta[k]
-            steps = t + 1
-            if solver.tol is not None:
-                scale = solver.residual_scale() if hasattr(solver, "residual_scale") else 1.0
-                residual = max(float(d.abs().max()) if d.numel() else 0.0 for d in delta) / scale
-            state, spikes = new, nxt
-            if solver.tol is not None and residual <= solver.tol:
-                break
-        info: dict[str, Any] = {"free": free_status, "nudged_steps": steps, "spikes": self.spikes}
-        if solver.tol is not None:
-            info["nudged_residual"] = residual
-            self._report(solver, residual, steps)
+        solver = self.nudged_solver if self.nudged_solver is not None else self.solver_for(model)
+        synapses = _Synapses(self, x.reshape(x.shape[0], -1), free)
+        # The solver's own relaxation (its stopping rule, precision and warnings), with every step
+        # it takes handed to the synapses as it happens.
+        own = vars(solver).get("step")  # a step the solver keeps on itself, to put back
+        solver.step = synapses.recording(solver.step)
+        try:
+            nudged, status = solver.solve(model, x, free, context=context, nudge=Nudge(self.cost, y, self.beta))
+        finally:
+            if own is None:
+                del solver.step
+            else:
+                solver.step = own
+        if synapses.steps == 0 or any(not torch.equal(a, b.to(a.dtype)) for a, b in zip(synapses.state, nudged)):
+            raise ConfigurationError(
+                f"EqSpike updates its synapses at every step of the nudged phase, but {type(solver).__name__}.solve "
+                f"did not reach its result through its own step(...); use an eqprop solver such as FixedPoint."
+            )
+        info: dict[str, Any] = {"free": free_status, "nudged": [status], "spikes": self.spikes}
         scale = -1.0 / (self.beta * x.shape[0])  # the gradient is −ΔW/β, averaged over the batch
         grads: dict[str, Tensor] = {}
-        for k in range(n):
-            grads[f"layers.{k}.weight"] = weights[k] * scale
-            grads[f"layers.{k}.bias"] = changes[k].sum(dim=0) * scale
+        for k in range(len(free)):
+            grads[f"layers.{k}.weight"] = synapses.weights[k] * scale
+            grads[f"layers.{k}.bias"] = synapses.changes[k].sum(dim=0) * scale
         return Estimate(grads=grads, loss=loss, prediction=out.detach(), info=info)
-
-    @staticmethod
-    def _report(solver, residual: float, steps: int) -> None:
-        if residual <= solver.tol:
-            return
-        message = (
-            f"EqSpike's nudged phase stopped at max_steps={steps} with residual {residual:.3e} > tol={solver.tol:.1e}; "
-            f"raise the nudged solver's max_steps or loosen its tol."
-        )
-        policy = getattr(solver, "on_nonconvergence", "warn")
-        if policy == "raise":
-            raise ConvergenceError(message)
-        if policy == "warn":
-            warnings.warn(message, ConvergenceWarning, stacklevel=4)
 
     def predict(self, model, x: Tensor) -> Tensor:
         self.check_model(model)
@@ -191,6 +156,40 @@ class EqSpike(EnergyLearner):
             raise ConfigurationError(f"EqSpike.load_state_dict got unknown keys {sorted(unknown)}.")
         if "generator" in state:
             self.generator.set_state(state["generator"])
+
+
+class _Synapses:
+    """The synaptic accumulators of one nudged phase, fed one step at a time (no trajectory kept)."""
+
+    def __init__(self, learner: EqSpike, inputs: Tensor, free) -> None:
+        self.learner, self.inputs = learner, inputs
+        self.state = tuple(free)
+        self.spikes = [learner.spike(s) for s in free]  # S(0), at the free equilibrium
+        self.weights = [torch.zeros(s.shape[1], b.shape[1], dtype=s.dtype, device=s.device)
+                        for s, b in zip(free, (inputs,) + tuple(free[:-1]))]
+        self.changes = [torch.zeros_like(s) for s in free]  # Σ_t Δρ_k(t): the bias term, per sample
+        self.steps = 0
+
+    def recording(self, step):
+        def recorded(*args, **kwargs):
+            new = step(*args, **kwargs)
+            self.add(new)
+            return new
+
+        return recorded
+
+    def add(self, new) -> None:
+        new = tuple(b.detach().to(a.dtype) for a, b in zip(self.state, new))  # a 16-bit step: in the model's dtype
+        delta = [b - a for a, b in zip(self.state, new)]
+        spikes = [self.learner.spike(s) for s in new]
+        for k in range(len(new)):
+            if k == 0:  # the clamped input: Δx = 0, it passes its value
+                self.weights[0] += delta[0].transpose(0, 1) @ self.inputs
+            else:
+                self.weights[k] += event_update(spikes[k], delta[k - 1], self.spikes[k - 1], delta[k])
+            self.changes[k] += delta[k]
+        self.state, self.spikes = new, spikes
+        self.steps += 1
 
 
 def pairing_window(
