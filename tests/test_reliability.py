@@ -473,3 +473,10 @@ def test_ff_ebm_block_with_a_summed_energy_is_refused():
     for learner in (L.ChainedEP(0.1, solver=GradientDescent(0.5, tol=1e-10)), B.ChainedBackprop(solver=GradientDescent(0.5, tol=1e-10))):
         with pytest.raises(ShapeError, match=r"Block\.energy must return one value per sample"):
             learner.grads(model, torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D))
+
+
+def test_continual_ep_train_step_checks_like_step():
+    with pytest.raises(ConfigurationError, match="train it with RHEL"):
+        L.ContinualEP(0.1, 0.01).train_step(LinearHRU(1, 3, output_size=2), torch.randn(2, 4, 1), torch.randn(2, 2))
+    with pytest.raises(ShapeError, match=r"Quadratic\.energy"):
+        L.ContinualEP(0.1, 0.01, solver=FixedPoint()).train_step(Quadratic("scalar"), torch.randn(4, 3, dtype=D), torch.randn(4, 2, dtype=D))

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from ..costs import Cost
 from ..errors import ConfigurationError, NonFiniteError
-from ..estimators.base import Estimate, StepOutput, check_beta, check_inputs, positive_int, trainable
+from ..estimators.base import (Estimate, StepOutput, check_beta, check_inputs, check_model_kind, check_model_methods,
+                               positive_int, trainable)
 from ..estimators.capabilities import EPUpdates, discrete_map, offers_per_step_updates
 from ..estimators.energy_based import EnergyLearner
 from ..solvers.relaxation import Nudge, Relaxation
@@ -104,7 +105,9 @@ class ContinualEP(EnergyLearner):
 
     def train_step(self, model, x: Tensor, y: Tensor) -> StepOutput:
         """C-EP proper: run the nudged phase with the parameters updated in place at every step."""
+        check_model_kind(self, model)
         check_inputs(model, x, y)
+        check_model_methods(model, x)
         snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
         updates = self._run_nudged(model, x, y, record=False, restore=False)
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
