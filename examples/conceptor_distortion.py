@@ -7,7 +7,7 @@ receives a distorted copy p̃ of its continuation blended with its own output,
 u = τ p̃ + (1 − τ) y (τ = 0.3). Distortions: a gain p̃ = s·p, an offset p̃ = p + s, additive
 Gaussian noise p̃ = p + s·ξ. Printed: the NRMSE of the output y = D z against the clean sine over
 the last 1000 of 2000 steps, with the loaded weights fixed (static) and under the control loop
-c = c_a + β(c_loaded − c_a), the estimate c_a following the features on-line. About 30 s of CPU.
+c = c_a + β(c_loaded − c_a), the estimate c_a following the features on-line. About 15 s of CPU.
 
     python examples/conceptor_distortion.py [--seeds 0 1 2] [--out outputs/conceptors]
 """

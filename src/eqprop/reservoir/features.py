@@ -34,10 +34,11 @@ from ..errors import ConfigurationError, NonFiniteError, ShapeError
 from .conceptor import check_aperture
 from .esn import ridge_regression
 
-__all__ = ["feature_conceptor", "adapt_weights", "RandomFeatureConceptor", "FeatureLoading"]
+__all__ = ["feature_conceptor", "adapt_weights", "check_rate", "RandomFeatureConceptor", "FeatureLoading"]
 
 
-def _rate(rate: Any) -> float:
+def check_rate(rate: Any) -> float:
+    """λ as a float, refused unless finite and ≥ 0."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
         raise ConfigurationError(f"rate must be a finite number ≥ 0 (λ of the conceptor-weight rule), got {rate!r}.")
     return float(rate)
@@ -57,7 +58,7 @@ def feature_conceptor(features: Tensor, aperture: float) -> Tensor:
 
 def adapt_weights(c: Tensor, z: Tensor, aperture: float, rate: float) -> Tensor:
     """One step c ← c + λ[(z² − c z²) − α⁻² c] (elementwise) with the features z; returns the new c."""
-    alpha, rate = check_aperture(aperture), _rate(rate)
+    alpha, rate = check_aperture(aperture), check_rate(rate)
     if not torch.isfinite(z).all():
         raise NonFiniteError("the features contain NaN or infinity: lower the spectral radius or the rate λ.")
     z2 = z * z
@@ -132,7 +133,8 @@ class RandomFeatureConceptor:
         r = torch.tanh(z @ self.F.T + u @ self.W_in.T + self.b)
         return weights * (r @ self.F_prime.T)
 
-    def _pattern(self, pattern: Tensor) -> Tensor:
+    def as_pattern(self, pattern: Tensor) -> Tensor:
+        """``pattern`` as a finite [T, inputs] tensor of the network's dtype ([T] accepted for one input)."""
         p = torch.as_tensor(pattern, dtype=self.dtype)
         if p.dim() == 1 and self.inputs == 1:
             p = p[:, None]
@@ -151,8 +153,8 @@ class RandomFeatureConceptor:
         2. drive again from z = 0 with c fixed, drop ``washout`` steps and fit, by ridge
            regression, D z(n) + d ≈ p(n) (z(n) has seen p(0..n−1)).
         """
-        p = self._pattern(pattern)
-        alpha, rate = check_aperture(aperture), _rate(rate)
+        p = self.as_pattern(pattern)
+        alpha, rate = check_aperture(aperture), check_rate(rate)
         for name, value in (("adapt_steps", adapt_steps), ("washout", washout)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigurationError(f"{name} must be an integer ≥ 0, got {value!r}.")

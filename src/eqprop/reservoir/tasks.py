@@ -29,7 +29,8 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from .control import ConceptorControl
 from .esn import EchoStateNetwork, Loading
-from .features import FeatureLoading, RandomFeatureConceptor, adapt_weights
+from .conceptor import check_aperture
+from .features import FeatureLoading, RandomFeatureConceptor, adapt_weights, check_rate
 
 __all__ = [
     "sines", "oscillation_period", "monotone_range", "first_pc_variance", "interpolation", "degradation",
@@ -230,12 +231,15 @@ def distortion(net: RandomFeatureConceptor, loading: FeatureLoading, clean: Tens
     """
     if net.inputs != 1:
         raise ConfigurationError(f"distortion runs a network with one input (inputs=1), got inputs={net.inputs}.")
-    clean = net._pattern(clean)[:, 0]
-    if not 0 <= trust <= 1:
+    clean = net.as_pattern(clean)[:, 0]
+    aperture, rate = check_aperture(aperture), check_rate(rate)
+    if len(strengths) == 0:
+        raise ConfigurationError("distortion needs at least one strength.")
+    if isinstance(trust, bool) or not isinstance(trust, (int, float)) or not 0 <= trust <= 1:
         raise ConfigurationError(f"trust must be in [0, 1] (the weight of the external input), got {trust!r}.")
-    if not 0 < measure <= clean.shape[0]:
-        raise ConfigurationError(f"measure must be in (0, T = {clean.shape[0]}], got {measure}.")
-    if not 0 <= gain <= 1:
+    if isinstance(measure, bool) or not isinstance(measure, int) or not 1 < measure <= clean.shape[0]:
+        raise ConfigurationError(f"measure must be an integer in [2, T = {clean.shape[0]}], got {measure!r}.")
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain <= 1:
         raise ConfigurationError(f"gain must be a number in [0, 1] (β = 1 is static control), got {gain!r}.")
     generator = torch.Generator().manual_seed(int(seed))
     inputs = torch.stack([distort(clean, kind, float(s), generator) for s in strengths], 1)  # [T, B]
