@@ -83,7 +83,8 @@ class RandomFeatureConceptor:
         features: random features M (Jaeger's examples use M = 5N).
         inputs: dimension of the input u.
         spectral_radius: ρ > 0 of the feature loop F F'.
-        input_scale, bias_scale: standard deviations of the entries of W_in and b.
+        input_scale: standard deviation of the entries of W_in.
+        bias_scale: standard deviation of the entries of b.
         seed: seed of F, F', W_in and b.
         dtype: floating dtype.
 
