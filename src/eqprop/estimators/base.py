@@ -391,7 +391,7 @@ class _named_cause:
         return None
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> bool:
-        if kind is not None and issubclass(kind, NonFiniteError) and "parameter" not in str(error):
+        if kind is not None and issubclass(kind, NonFiniteError) and not str(error).startswith("The parameter "):
             check_parameters(self.model)
         return False
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, NonFiniteError
 from .newton import banded_jacobian, default_tol, newton_step, newton_update, report_failure
 
 __all__ = ["BoundaryNewton", "BoundaryStatus", "step_partials", "start_momentum", "end_momentum", "BOUNDARIES"]
@@ -137,6 +137,7 @@ class BoundaryNewton:
             own, other = partial(u, False)
             r = (own + known).unsqueeze(1)
             res = float(r.abs().max())
+            _check_finite_residual(res, what)
             if res <= tol or it == self.max_steps:
                 if res > tol:
                     report_failure(what, res, tol, it, self.on_failure)
@@ -263,6 +264,7 @@ class BoundaryNewton:
         r, jac = banded_jacobian(residual, z, periodic)
         for it in range(self.max_steps + 1):
             res = float(r.abs().max())
+            _check_finite_residual(res, f"{boundary} boundary-value solve")
             if res <= tol or it == self.max_steps:
                 if res > tol:
                     report_failure(f"{boundary} boundary-value solve", res, tol, it, self.on_failure)
@@ -285,3 +287,12 @@ class BoundaryNewton:
                 break
             scale = torch.where(worse.view(-1, 1, 1), 0.5 * scale, scale)
         return trial, r_new, jac
+
+
+def _check_finite_residual(residual: float, what: str) -> None:
+    """A NaN or infinite residual ends the solve at once (Newton steps cannot bring it back)."""
+    if not math.isfinite(residual):
+        raise NonFiniteError(
+            f"The {what} reached a residual of {residual}: the Lagrangian or its derivatives are not finite there "
+            f"(a NaN parameter or input, or a step size dt too large); check the model and lower dt."
+        )
