@@ -11,7 +11,7 @@ States are tuples of tensors, one per layer, batch first; energies are one value
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +161,18 @@ class HopfieldEnergy(EnergyModel):
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         """∂Φ/∂s per layer (autograd; layered models override with a closed form)."""
         return state_gradient(lambda leaves: self.primitive(leaves, x), state, create_graph)
+
+    def layer_drive(self, state: State, x: Tensor, layers: Sequence[int], context: Any = None,
+                    create_graph: bool = False, cache: dict | None = None) -> tuple[Tensor | None, ...]:
+        """∂Φ/∂s_k for the layers ``k`` in ``layers`` only (``None`` for the others): the drive of
+        one block of an asynchronous sweep. This generic version computes every layer's drive and
+        keeps the requested ones; layered models override it so that a block costs only its own
+        layers. ``cache`` is a dict a solver keeps for one relaxation, where a model may store
+        pieces of the drive keyed by the state tensors they were computed from."""
+        full = self.primitive_grad(state, x, context, create_graph=create_graph)
+        n = len(full)
+        wanted = {k % n for k in layers}
+        return tuple(d if k in wanted else None for k, d in enumerate(full))
 
     def energy_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         drive = self.primitive_grad(state, x, context, create_graph=create_graph)

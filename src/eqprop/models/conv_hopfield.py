@@ -246,22 +246,47 @@ class ConvHopfield(HopfieldEnergy):
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         if not self.closed_form or any(s.is_complex() for s in state):
             return super().primitive_grad(state, x, context, create_graph)
+        return self.layer_drive(state, x, range(len(state)), context, create_graph, {})  # type: ignore[return-value]
+
+    def layer_drive(self, state: State, x: Tensor, layers: Sequence[int], context: Any = None,
+                    create_graph: bool = False, cache: dict | None = None) -> tuple[Tensor | None, ...]:
+        """∂Φ/∂s_k for k in ``layers`` only, in closed form (one block of an asynchronous sweep).
+
+        P(conv_k(s_{k−1})) (and, for max pooling, its switches, which the feedback onto s_{k−1}
+        needs) is computed once per value of s_{k−1}: ``cache`` keeps it keyed by the state
+        tensor it came from, so an even/odd sweep computes each convolution once, as a
+        synchronous step does.
+        """
+        if not self.closed_form or any(s.is_complex() for s in state):
+            return super().layer_drive(state, x, layers, context, create_graph, cache)
         drive0 = self.prepare(x) if context is None else context
-        # Parameters fetched once per call, plain functional ops: this runs at every relaxation step.
+        cache = {} if cache is None else cache
         pad = self.padding
         convs = [(c.weight, c.bias) for c in self.convs]
         n_conv = len(convs)
-        up: list[Tensor] = [drive0]  # P(conv_k(s_{k−1})) for k = 1..L
-        down: list[Tensor] = []  # conv_kᵀ(Pᵀ s_k) for k = 2..L, the feedback onto s_{k−1}
-        for k in range(1, n_conv):
-            weight, bias = convs[k]
-            pooled, adjoint = self._pool_and_adjoint(F.conv2d(state[k - 1], weight, bias, padding=pad))
-            up.append(pooled)
-            down.append(F.conv_transpose2d(adjoint(state[k]), weight, padding=pad))
         fc_w, fc_b = self.fc.weight, self.fc.bias
-        top = (state[-1] @ fc_w).reshape(state[-2].shape)
-        out = [up[k] + down[k] for k in range(n_conv - 1)] + [up[-1] + top]
-        out.append(F.linear(state[-2].flatten(1), fc_w, fc_b))
+
+        def forward(k: int):  # P(conv_k(s_{k−1})) and Pᵀ, once per tensor s_{k−1}
+            below = state[k - 1]
+            hit = cache.get(k)
+            if hit is not None and hit[0] is below:
+                return hit[1], hit[2]
+            weight, bias = convs[k]
+            pooled, adjoint = self._pool_and_adjoint(F.conv2d(below, weight, bias, padding=pad))
+            cache[k] = (below, pooled, adjoint)
+            return pooled, adjoint
+
+        out: list[Tensor | None] = [None] * (n_conv + 1)
+        for j in sorted({k % (n_conv + 1) for k in layers}):
+            if j == n_conv:  # the output layer: W flat(s_L) + b
+                out[j] = F.linear(state[-2].flatten(1), fc_w, fc_b)
+                continue
+            up = drive0 if j == 0 else forward(j)[0]
+            if j < n_conv - 1:  # feedback conv_{j+1}ᵀ(Pᵀ s_{j+1}) through the switches of conv_{j+1}(s_j)
+                _, adjoint = forward(j + 1)
+                out[j] = up + F.conv_transpose2d(adjoint(state[j + 1]), convs[j + 1][0], padding=pad)
+            else:
+                out[j] = up + (state[-1] @ fc_w).reshape(state[-2].shape)
         return tuple(out)
 
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:

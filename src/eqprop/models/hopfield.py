@@ -89,6 +89,23 @@ class HopfieldMLP(HopfieldEnergy):
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         if not self.closed_form:
             return super().primitive_grad(state, x, context, create_graph)
+        return self._drive(state, x, context, range(len(state)))
+
+    def layer_drive(self, state: State, x: Tensor, layers: Sequence[int], context: Any = None,
+                    create_graph: bool = False, cache: dict | None = None) -> tuple[Tensor | None, ...]:
+        """∂Φ/∂s_k for k in ``layers`` only, in closed form (one block of an asynchronous sweep)."""
+        if not self.closed_form:
+            return super().layer_drive(state, x, layers, context, create_graph, cache)
+        n = len(state)
+        wanted = sorted({k % n for k in layers})
+        drive = self._drive(state, x, context, wanted)
+        out: list[Tensor | None] = [None] * n
+        for k, h in zip(wanted, drive):
+            out[k] = h
+        return tuple(out)
+
+    def _drive(self, state: State, x: Tensor, context: Any, layers) -> tuple[Tensor, ...]:
+        """W_k s_{k−1} + b_k + W_{k+1}ᵀ s_{k+1} for k in ``layers`` (increasing)."""
         drive0 = self.prepare(x) if context is None else context
         # This runs at every relaxation step, where nn.Module attribute look-ups (~1 µs each)
         # would cost as much as the small matrix products: read the parameter dictionaries
@@ -96,7 +113,7 @@ class HopfieldMLP(HopfieldEnergy):
         params = [layer._parameters for layer in self._modules["layers"]._modules.values()]
         out = []
         n = len(state)
-        for k in range(n):
+        for k in layers:
             if k == 0:
                 h = drive0
             else:

@@ -8,17 +8,29 @@ the given value (contrastive and coupled learning). Each solver stops when its r
 to ``tol`` or after ``max_steps``; the status reports the residual reached, and a relaxation
 that did not converge warns (``ConvergenceWarning``) or raises (``ConvergenceError``) as
 ``on_nonconvergence`` says. ``tol=None`` runs exactly ``max_steps`` steps (the papers' fixed
-T / K) and never warns.
+T / K) and does not warn by itself; its final state is checked for NaN, and a learner whose
+gradient assumes an equilibrium compares the residual with ``equilibrium_tol``
+(:meth:`Relaxation.check_equilibrium`).
 
-This module knows models only through ``energy_grad`` / ``primitive_grad`` / ``project``.
+``state_dtype`` (``torch.bfloat16`` / ``torch.float16``) relaxes in 16 bits: the state, the
+input, the model's context and a 16-bit copy of the parameters (made once per solve) take that
+dtype, so every drive is computed in 16 bits; the nudging force is computed in the model's dtype
+and rounded once. The last ``full_precision_steps`` steps (default 1) run in the model's dtype,
+so the returned state carries no 16-bit rounding (one step removes most of it: the contrast of
+EP divides state differences by β); the learner's parameter derivatives and its contrast are
+then accumulated in the model's dtype (float32).
+
+This module knows models only through ``energy_grad`` / ``primitive_grad`` / ``layer_drive`` /
+``project``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -31,6 +43,9 @@ __all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint
            "positive_number"]
 
 _POLICIES = ("warn", "raise", "ignore")
+_DTYPE_NAMES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+                "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64}
+ORDERS = ("odd_first", "even_first")
 
 
 @dataclass
@@ -94,7 +109,8 @@ class Relaxation:
     #: Settable per solver: ``solver.equilibrium_tol = 1e-4``.
     equilibrium_tol: float = 1e-3
 
-    def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn") -> None:
+    def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn",
+                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1) -> None:
         self.tol = check_tol("tol", tol)
         self.max_steps = positive_int("max_steps", max_steps)
         if on_nonconvergence not in _POLICIES:
@@ -102,6 +118,8 @@ class Relaxation:
                 f"on_nonconvergence must be one of {_POLICIES}, got {on_nonconvergence!r}."
             )
         self.on_nonconvergence = on_nonconvergence
+        self.state_dtype = check_state_dtype(state_dtype)
+        self.full_precision_steps = positive_int("full_precision_steps", full_precision_steps, minimum=0)
 
     # one iteration; subclasses implement it with differentiable torch operations
     def step(self, model, x: Tensor, state, context: Any, nudge: Nudge | None, clamp: dict[int, Tensor] | None):
@@ -139,17 +157,36 @@ class Relaxation:
         state = _apply_clamp(tuple(state), clamp)
         steps = self.max_steps
         residual = math.inf
+        low = _low_precision(self.state_dtype, state)
+        phases = [(None, steps)]
+        if low is not None:  # 16-bit steps, then the last full_precision_steps in the model's dtype
+            polish = min(self.full_precision_steps, steps)
+            phases = [(low, steps - polish), (None, polish)]
         grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
+        taken = 0
         with grad_mode:
-            for t in range(steps):
-                new_state = self.step(model, x, state, context, nudge, clamp)
-                if self.tol is None:
-                    previous, state = state, new_state
+            for dtype, count in phases:
+                if count == 0:
                     continue
-                residual = _max_change(state, new_state) / self.residual_scale()
-                state = new_state
-                if residual <= self.tol:
-                    break
+                with _relaxing(self, model, dtype):
+                    xs, ctx, cl = (x, context, clamp) if dtype is None else _cast((x, context, clamp), dtype)
+                    dtypes = [s.dtype for s in state]
+                    if dtype is not None:
+                        state = _cast(state, dtype)
+                    for t in range(count):
+                        new_state = self._first_step(model, xs, state, ctx, nudge, cl, dtype) if t == 0 else \
+                            self.step(model, xs, state, ctx, nudge, cl)
+                        taken += 1
+                        if self.tol is None:
+                            previous, state = state, new_state
+                            continue
+                        residual = _max_change(state, new_state) / self.residual_scale()
+                        state = new_state
+                        if residual <= self.tol:
+                            break
+                    if dtype is not None:
+                        state = tuple(s.to(d) for s, d in zip(state, dtypes))
+        t = taken - 1
         if self.tol is None:  # fixed number of steps: the residual is computed when read
             detached = (tuple(s.detach() for s in previous), tuple(s.detach() for s in state))
             if not all_finite(detached[1]):
@@ -164,11 +201,33 @@ class Relaxation:
                 f"{type(self).__name__} stopped at max_steps={steps} with residual {residual:.3e} > "
                 f"tol={self.tol:.1e}; raise max_steps, loosen tol, or lower the step size."
             )
+            if low is not None:
+                message = (
+                    f"{type(self).__name__} stopped at max_steps={steps} with residual {residual:.3e} > "
+                    f"tol={self.tol:.1e} with states in {_dtype_name(low)}, whose spacing near 1 "
+                    f"({torch.finfo(low).eps:.1e}) bounds how close a 16-bit relaxation gets; loosen tol to "
+                    f"about {torch.finfo(low).eps:.0e} or pass state_dtype=None."
+                )
             if self.on_nonconvergence == "raise":
                 raise ConvergenceError(message)
             if self.on_nonconvergence == "warn":
                 warnings.warn(message, ConvergenceWarning, stacklevel=3)
         return state, status
+
+    def _first_step(self, model, x, state, context, nudge, clamp, low):
+        """The first step; in 16 bits a missing kernel is refused in one sentence."""
+        if low is None:
+            return self.step(model, x, state, context, nudge, clamp)
+        try:
+            return self.step(model, x, state, context, nudge, clamp)
+        except (RuntimeError, NotImplementedError) as error:
+            if "not implemented" not in str(error) and "not supported" not in str(error):
+                raise
+            raise ConfigurationError(
+                f"state_dtype={_dtype_name(low)} needs {type(model).__name__}'s operations in {_dtype_name(low)} on "
+                f"{x.device.type}, which this torch build lacks ({str(error).splitlines()[0]}); use "
+                f"state_dtype=torch.bfloat16 or None."
+            ) from None
 
     def check_equilibrium(self, status: SolverStatus, learner: str, phase: str = "free phase") -> None:
         """Report a fixed-step relaxation that ended away from the equilibrium a learner's theory needs.
@@ -201,8 +260,9 @@ class Relaxation:
 class GradientDescent(Relaxation):
     """s ← project(s − η ∂_s[E + βC]); works for any energy. Residual: ‖∂_s[E + βC]‖_∞ (projected)."""
 
-    def __init__(self, step_size: float = 0.1, tol: float | None = 1e-6, max_steps: int = 2000, on_nonconvergence: str = "warn") -> None:
-        super().__init__(tol, max_steps, on_nonconvergence)
+    def __init__(self, step_size: float = 0.1, tol: float | None = 1e-6, max_steps: int = 2000, on_nonconvergence: str = "warn",
+                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1) -> None:
+        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps)
         self.step_size = positive_number("step_size", step_size)
 
     def residual_scale(self) -> float:
@@ -248,23 +308,57 @@ class FixedPoint(_HopfieldSolver):
 
 
 class Asynchronous(_HopfieldSolver):
-    """Even/odd layer blocks (the comparative study's asynchronous update): odd-indexed layers
-    first from the current state, then even-indexed layers from the updated one.
+    """Layer blocks updated in turn (the comparative study's asynchronous update): with layers
+    indexed from 0 (``state[0]`` the first hidden layer), ``order="odd_first"`` (default) updates
+    the odd-indexed layers from the current state, then the even-indexed ones from the updated
+    state; ``"even_first"`` the reverse — the order of the comparative study's reference code
+    ({layer 1, output} first in a two-hidden-layer net). An explicit order is a list of blocks of
+    layer indices covering every layer once, e.g. ``[[0, 2], [1]]``.
 
     Each block update is a block-coordinate minimisation of the energy, so the energy decreases
-    monotonically for layered networks. Residual: ‖Δs‖_∞ over one sweep.
+    monotonically for layered networks. A block's drive is computed only for its layers
+    (``model.layer_drive``, in closed form for HopfieldMLP and ConvHopfield), so one sweep costs
+    one synchronous step. Residual: ‖Δs‖_∞ over one sweep.
     """
+
+    def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn",
+                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1,
+                 order: str | Sequence[Sequence[int]] = "odd_first") -> None:
+        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps)
+        self.order = check_order(order)
+
+    def blocks(self, n: int) -> tuple[tuple[int, ...], ...]:
+        """The layer blocks of one sweep for a state of ``n`` layers, in update order."""
+        if self.order == "odd_first":
+            return tuple(b for b in (tuple(range(1, n, 2)), tuple(range(0, n, 2))) if b)
+        if self.order == "even_first":
+            return tuple(b for b in (tuple(range(0, n, 2)), tuple(range(1, n, 2))) if b)
+        flat = sorted(k for block in self.order for k in block)
+        if flat != list(range(n)):
+            raise ConfigurationError(
+                f"Asynchronous(order={[list(b) for b in self.order]}) must list every layer index 0..{n - 1} of this "
+                f"{n}-layer state exactly once."
+            )
+        return self.order
 
     def step(self, model, x, state, context, nudge, clamp):
         differentiable = torch.is_grad_enabled()
         state = list(state)
-        n = len(state)
-        for block in (range(1, n, 2), range(0, n, 2)):
-            drive = model.primitive_grad(tuple(state), x, context, create_graph=differentiable)
-            drive = _add_nudge(drive, model, tuple(state), nudge, sign=-1.0)
+        layer_drive = getattr(model, "layer_drive", None)
+        cache = getattr(self, "_cache", None)
+        for block in self.blocks(len(state)):
+            if clamp:
+                block = tuple(k for k in block if k not in clamp and k - len(state) not in clamp)
+                if not block:
+                    continue
+            current = tuple(state)
+            if layer_drive is not None:
+                drive = layer_drive(current, x, block, context, create_graph=differentiable, cache=cache)
+            else:  # a Hopfield energy without layer_drive: the full drive, half of it kept
+                drive = model.primitive_grad(current, x, context, create_graph=differentiable)
+            drive = _add_nudge(drive, model, current, nudge, sign=-1.0, layers=block)
             for k in block:
                 state[k] = _activate(model.activations[k], drive[k], model, differentiable)
-            state = list(_apply_clamp(tuple(state), clamp))
         return tuple(state)
 
 
@@ -283,13 +377,19 @@ def _require_hopfield(model, solver) -> None:
         )
 
 
-def _add_nudge(grads, model, state, nudge: Nudge | None, sign: float = 1.0):
+def _add_nudge(grads, model, state, nudge: Nudge | None, sign: float = 1.0, layers: Sequence[int] | None = None):
+    """grads ± β ∂C/∂s; a 16-bit drive gets the force computed in the model's dtype, rounded once."""
     if nudge is None:
         return grads
     force = nudge.force(model, state)
-    if sign < 0:
-        return tuple(g if f is None else g - f for g, f in zip(grads, force))
-    return tuple(g if f is None else g + f for g, f in zip(grads, force))
+    n = len(grads)
+    out = list(grads)
+    for k, (g, f) in enumerate(zip(grads, force)):
+        if f is None or g is None or (layers is not None and k not in layers and k - n not in layers):
+            continue
+        total = g - f if sign < 0 else g + f
+        out[k] = total if total.dtype == g.dtype else total.to(g.dtype)
+    return tuple(out)
 
 
 def _apply_clamp(state, clamp):
@@ -303,6 +403,91 @@ def _apply_clamp(state, clamp):
 
 def _max_change(old, new) -> float:
     return max(float((a.detach() - b.detach()).abs().max()) if a.numel() else 0.0 for a, b in zip(old, new))
+
+
+def check_state_dtype(value: Any) -> torch.dtype | None:
+    """``None`` (the model's dtype) or a real floating dtype, given as a torch.dtype or its name."""
+    if value is None:
+        return None
+    dtype = _DTYPE_NAMES.get(value.removeprefix("torch.")) if isinstance(value, str) else value
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigurationError(
+            f"state_dtype must be a real floating dtype (torch.bfloat16, torch.float16, torch.float32, "
+            f"torch.float64) or None, got {value!r}."
+        )
+    return dtype
+
+
+def check_order(order: Any) -> str | tuple[tuple[int, ...], ...]:
+    """``"odd_first"``, ``"even_first"`` or a list of blocks of layer indices."""
+    if isinstance(order, str):
+        if order not in ORDERS:
+            raise ConfigurationError(f"Unknown Asynchronous order {order!r}; choose {ORDERS} or a list of layer blocks.")
+        return order
+    try:
+        blocks = tuple(tuple(int(k) for k in block) for block in order)
+        ok = bool(blocks) and all(blocks) and all(
+            not isinstance(k, bool) for block in order for k in block)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigurationError(
+            f"Asynchronous order must be {ORDERS[0]!r}, {ORDERS[1]!r} or a list of non-empty blocks of layer "
+            f"indices such as [[0, 2], [1]], got {order!r}."
+        )
+    return blocks
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _low_precision(state_dtype: torch.dtype | None, state) -> torch.dtype | None:
+    """The dtype to relax in, or None when it is the state's own."""
+    if state_dtype is None or all(s.dtype == state_dtype for s in state):
+        return None
+    if any(s.is_complex() for s in state):
+        raise ConfigurationError(
+            f"state_dtype={_dtype_name(state_dtype)} applies to real states; this model's state is complex "
+            f"(holomorphic EP): pass state_dtype=None."
+        )
+    return state_dtype
+
+
+def _cast(obj: Any, dtype: torch.dtype) -> Any:
+    """Every floating tensor of a (nested) tuple/list/dict in ``dtype``."""
+    if isinstance(obj, Tensor):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, tuple):
+        return tuple(_cast(o, dtype) for o in obj)
+    if isinstance(obj, list):
+        return [_cast(o, dtype) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _cast(v, dtype) for k, v in obj.items()}
+    return obj
+
+
+@contextlib.contextmanager
+def _relaxing(solver: Relaxation, model, dtype: torch.dtype | None) -> Iterator[None]:
+    """During one solve: a cache of drive pieces for the solver, and the model's floating
+    parameters and buffers swapped for ``dtype`` copies (restored on exit, even on error).
+    The copies are differentiable casts, so BPTT through a 16-bit relaxation reaches the
+    float32 parameters."""
+    swapped: list[tuple[dict, str, Tensor]] = []
+    solver._cache = {}
+    try:
+        if dtype is not None:
+            for module in model.modules():
+                for table in (module._parameters, module._buffers):
+                    for name, value in table.items():
+                        if value is not None and value.is_floating_point() and value.dtype != dtype:
+                            swapped.append((table, name, value))
+                            table[name] = value.to(dtype)
+        yield
+    finally:
+        for table, name, value in reversed(swapped):
+            table[name] = value
+        del solver._cache
 
 
 def check_tol(name: str, value: Any, allow_none: bool = True) -> float | None:
