@@ -66,8 +66,8 @@ def _target_cases():
 
 INPUTS = _input_cases()
 # Cases that are malformed only for some kinds: a static model flattens trailing axes (an image
-# [B, 1, 8, 8] is 64 features), and an arbitrary feedforward nn.Module is its own judge of widths.
-SHAPE_CASES = {"width doubled": ("static", "sequence"), "extra axis": ("sequence",)}
+# [B, 1, 8, 8] is 64 features); a feedforward model refuses a width its first layer cannot read.
+SHAPE_CASES = {"width doubled": ("static", "sequence", "feedforward"), "extra axis": ("sequence",)}
 TARGETS = _target_cases()
 IDS = [e.name for e in CATALOGUE]
 

@@ -34,7 +34,15 @@ class Backprop(Learner):
     def _output(self, model: nn.Module, x: Tensor) -> Tensor:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"Backprop needs a torch.nn.Module with a forward(x), got {type(model).__name__}.")
-        out = model(x)
+        try:
+            out = model(x)
+        except RuntimeError as exc:
+            if "shape" not in str(exc) and "size" not in str(exc):
+                raise
+            raise ShapeError(
+                f"{type(model).__name__}'s forward cannot read an input of shape {tuple(x.shape)} "
+                f"(torch: {str(exc).splitlines()[0]}); give it inputs of the shape its first layer expects."
+            ) from exc
         if not isinstance(out, Tensor):
             raise ShapeError(
                 f"Backprop needs forward(x) to return one tensor (the output), got {type(out).__name__}; "

@@ -70,8 +70,21 @@ class DTPModel(nn.Module):
         """``G_i(s)``: feedback block i maps a value of layer i+1 back to layer i."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    #: the shape of one input sample, ``x.shape[1:]``; checked by :meth:`check_input`.
+    sample_shape: tuple[int, ...]
+
+    def check_input(self, x: Tensor) -> None:
+        """Refuse an input whose per-sample shape is not the one the first block reads."""
+        got = tuple(x.shape[1:])
+        if got != tuple(self.sample_shape):
+            raise ShapeError(
+                f"{type(self).__name__} reads inputs of shape [batch, {', '.join(map(str, self.sample_shape))}], "
+                f"got {tuple(x.shape)}; reshape the data (or build the model for this input shape)."
+            )
+
     def states(self, x: Tensor) -> tuple[list[Tensor], list[Any]]:
         """All ``s_0 = x, s_1, …, s_N`` and the per-block contexts, without a graph."""
+        self.check_input(x)
         with torch.no_grad():
             s, contexts = [x], []
             for i in range(self.n_layers):
@@ -81,6 +94,7 @@ class DTPModel(nn.Module):
         return s, contexts
 
     def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         for i in range(self.n_layers):
             x, _ = self.forward_step(i, x)
         return x
@@ -158,6 +172,7 @@ class DTPNetwork(DTPModel):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
             raise ConfigurationError(f"sizes must list at least an input and an output width, got {sizes!r}.")
         self.sizes = [positive_int(f"sizes[{k}]", n) for k, n in enumerate(sizes)]
+        self.sample_shape = (self.sizes[0],)
         self.activation = activation
         self.rho = _activation(activation)
         pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
@@ -210,6 +225,7 @@ class DTPConvNetwork(DTPModel):
                 f"{len(channels)} pooling blocks halve a {h}×{w} image below one pixel; use fewer blocks."
             )
         self.input_shape, self.channels, self.n_classes = (c, h, w), channels, positive_int("n_classes", n_classes)
+        self.sample_shape = self.input_shape
         self.activation, self.rho = activation, _activation(activation)
         ins = [c] + channels[:-1]
         convs = [nn.Conv2d(a, b, k, padding=k // 2) for a, b in zip(ins, channels)]
