@@ -84,6 +84,29 @@ def test_closed_forms_equal_autograd(kw):
         assert torch.allclose(g1[name], g2[name], rtol=1e-13, atol=1e-13), name
 
 
+@pytest.mark.parametrize("kw", VARIANTS + [{"conv": True}], ids=lambda kw: ",".join(kw) or "bin_W")
+def test_block_drives_of_the_asynchronous_sweep_use_the_used_weights(kw):
+    if kw.get("conv"):
+        torch.manual_seed(0)
+        model = BinaryConvHopfield(in_channels=1, channels=[2, 3], n_classes=3, input_size=6, pooling="max").double()
+        x = torch.randn(4, 1, 6, 6, dtype=torch.float64)
+    else:
+        model = binary_model(activation="hard_sigmoid" if kw.get("binary_activations") else "sigmoid", **kw)
+        x, _ = data()
+    gen = torch.Generator().manual_seed(3)
+    state = tuple(torch.rand(s.shape, generator=gen, dtype=s.dtype) for s in model.init_state(x))
+    with torch.no_grad():
+        full = model.primitive_grad(state, x)
+        for block in ([0], [1], [0, 1], [-1]):
+            drive = model.layer_drive(state, x, block, cache={})
+            for k, d in enumerate(drive):
+                if k in {b % len(state) for b in block}:
+                    # The same closed form restricted to a block: round-off.
+                    assert torch.allclose(d, full[k], rtol=1e-13, atol=1e-13), (block, k)
+                else:
+                    assert d is None
+
+
 def test_conv_closed_forms_equal_autograd_and_alpha_is_per_channel():
     kw = dict(in_channels=1, channels=[2, 3], n_classes=3, input_size=6, pooling="avg", activation="sigmoid", learn_alpha=True)
     torch.manual_seed(0)

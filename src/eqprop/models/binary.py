@@ -231,6 +231,18 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         return tuple(torch.add(d, s, alpha=(1 - g) / g).mul_(g) if not create_graph else g * d + (1 - g) * s
                      for d, s in zip(drive, state))
 
+    def layer_drive(self, state: State, x: Tensor, layers: Sequence[int], context: Any = None,
+                    create_graph: bool = False, cache: dict | None = None) -> tuple[Tensor | None, ...]:
+        """``primitive_grad`` for the layers in ``layers`` only (one block of an asynchronous sweep)."""
+        if not self.closed_form:  # the generic version: the full drive, through ``primitive_grad``
+            return super().layer_drive(state, x, layers, context, create_graph, cache)
+        with self._used():
+            drive = super().layer_drive(self.emitted(state), x, layers, context, create_graph, cache)
+        if not self.binary_activations:
+            return drive
+        g = self.low_pass
+        return tuple(None if d is None else g * d + (1 - g) * s for d, s in zip(drive, state))
+
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
         if not self.closed_form:
             return super().param_grads(state, x, weights)  # autograd through primitive (swapped, with α)
@@ -269,6 +281,11 @@ class BinaryConvHopfield(_BinaryWeights, ConvHopfield):
     def primitive_grad(self, state: State, x: Tensor, context: Any = None, create_graph: bool = False) -> State:
         with self._used():
             return super().primitive_grad(state, x, context, create_graph)
+
+    def layer_drive(self, state: State, x: Tensor, layers: Sequence[int], context: Any = None,
+                    create_graph: bool = False, cache: dict | None = None) -> tuple[Tensor | None, ...]:
+        with self._used():  # the cache holds convolutions of the used weights (one relaxation)
+            return super().layer_drive(state, x, layers, context, create_graph, cache)
 
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
         if not self.closed_form or any(s.is_complex() for s in state):
