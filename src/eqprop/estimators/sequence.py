@@ -25,6 +25,7 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 from ..models.lagrangian import LagrangianModel
+from ..solvers.scan import fused_step, hru_forward
 
 __all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_single_hamiltonian",
            "check_reversible", "pooling", "initial_state_vjp", "check_echo_variant", "echo_return_error"]
@@ -155,18 +156,29 @@ def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool 
     otherwise no graph is kept and the memory does not grow with T (apart from the outputs, when kept).
     """
     layers = model.hamiltonian_layers()
+    mean = pooling(model) == "mean"
+    fused = [None] * len(layers)
+    if not create_graph:  # the fast path (eqprop.solvers.scan): fused closed-form steps of the built-in HRUs
+        fast = hru_forward(model, x, integrator, keep_outputs)
+        if fast is not None:
+            return fast
+        fused = [fused_step(layer, integrator, integrator.step_size(layer)) for layer in layers]
     dts = [integrator.step_size(layer) for layer in layers]
     states = list(model.init_states(x))
+    if any(step is not None for step in fused):  # stepped in place: own the initial states
+        states = [(q.clone(), p.clone()) for q, p in states]
     outputs = []
     steps = x.shape[1]
-    mean = pooling(model) == "mean"
     total = None
     context = torch.enable_grad() if create_graph else torch.no_grad()
     with context:
         for k in range(steps):
             z = model.encode(x[:, k])
             for index, layer in enumerate(layers):
-                q, p = integrator.step(layer, states[index][0], states[index][1], z, dts[index], create_graph)
+                if fused[index] is not None:
+                    q, p = fused[index](states[index][0], states[index][1], z)
+                else:
+                    q, p = integrator.step(layer, states[index][0], states[index][1], z, dts[index], create_graph)
                 states[index] = (q, p)
                 z = model.mix(index, z, q)
             if mean:
