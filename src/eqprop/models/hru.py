@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from . import echo_kernels
 from ._checks import positive_int
-from .scan import affine_scan
 from .hamiltonian import HamiltonianModel
+from .scan import affine_scan
 
 __all__ = ["LinearHRU", "NonlinearHRU"]
 
