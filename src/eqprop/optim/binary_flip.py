@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from .groups import check_finite_grads, check_non_negative, check_unit_interval, iter_grads
+from .groups import closure_then_check, check_non_negative, check_unit_interval, iter_grads
 
 __all__ = ["BinaryFlip"]
 
@@ -69,11 +69,7 @@ class BinaryFlip(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        check_finite_grads(self)  # before any change: a bad gradient leaves every weight as it was
+        loss = closure_then_check(self, closure)  # a bad gradient leaves every weight as it was
         for group in self.param_groups:
             if not group["binary"]:
                 lr = group["scale_lr"] if group["scale"] and group["scale_lr"] is not None else group["lr"]

@@ -82,6 +82,17 @@ def check_finite_grads(optimizer: torch.optim.Optimizer) -> None:
                 )
 
 
+def closure_then_check(optimizer: torch.optim.Optimizer, closure: Any) -> Any:
+    """The preamble of every ``step``: the closure's loss (under grad mode), then
+    :func:`check_finite_grads` before any parameter changes."""
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    check_finite_grads(optimizer)
+    return loss
+
+
 def iter_grads(group: dict) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for p in group["params"]:
         if p.grad is not None:

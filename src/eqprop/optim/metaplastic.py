@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from .groups import check_finite_grads, check_non_negative, iter_grads
+from .groups import closure_then_check, check_non_negative, iter_grads
 
 __all__ = ["MetaplasticAdam", "meta_factor"]
 
@@ -74,11 +74,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        check_finite_grads(self)  # before any change: a bad gradient leaves every weight as it was
+        loss = closure_then_check(self, closure)  # a bad gradient leaves every weight as it was
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p, g in iter_grads(group):
