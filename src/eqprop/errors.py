@@ -45,6 +45,10 @@ class PrecisionWarning(RuntimeWarning):
     """A contrast (e.g. an echo nudge ε) so small for the dtype that round-off dominates the estimate."""
 
 
+class CompileWarning(RuntimeWarning):
+    """A solver asked to ``torch.compile`` its step could not, and runs the same step eagerly."""
+
+
 __all__ = [
     "EqpropError",
     "ConfigurationError",
@@ -55,4 +59,5 @@ __all__ = [
     "NotHolomorphicError",
     "ConvergenceWarning",
     "PrecisionWarning",
+    "CompileWarning",
 ]

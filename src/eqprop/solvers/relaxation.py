@@ -20,6 +20,11 @@ so the returned state carries no 16-bit rounding (one step removes most of it: t
 EP divides state differences by β); the learner's parameter derivatives and its contrast are
 then accumulated in the model's dtype (float32).
 
+``compile=True`` runs each relaxation step through ``torch.compile`` (one compiled function per
+solver, ``dynamic=False``; the loop, the residual and the policy stay in Python). It is used
+outside autograd only: ``differentiable=True`` (BPTT) steps eagerly. If compilation fails the
+solver warns once (``CompileWarning``) and steps eagerly from then on, with the same result.
+
 This module knows models only through ``energy_grad`` / ``primitive_grad`` / ``layer_drive`` /
 ``project``.
 """
@@ -36,7 +41,8 @@ import torch
 from torch import Tensor
 
 from ..costs import Cost
-from ..errors import ConfigurationError, ConvergenceError, ConvergenceWarning, NonFiniteError, ShapeError
+from ..errors import (CompileWarning, ConfigurationError, ConvergenceError, ConvergenceWarning, EqpropError,
+                      NonFiniteError, ShapeError)
 from ..models._checks import all_finite, positive_int
 
 __all__ = ["Nudge", "SolverStatus", "Relaxation", "GradientDescent", "FixedPoint", "Asynchronous", "check_tol",
@@ -109,8 +115,12 @@ class Relaxation:
     #: Settable per solver: ``solver.equilibrium_tol = 1e-4``.
     equilibrium_tol: float = 1e-3
 
+    #: True: each step outside autograd runs through ``torch.compile`` (see the module docstring).
+    compile: bool = False
+
     def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn",
-                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1) -> None:
+                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1,
+                 compile: bool = False) -> None:
         self.tol = check_tol("tol", tol)
         self.max_steps = positive_int("max_steps", max_steps)
         if on_nonconvergence not in _POLICIES:
@@ -120,6 +130,9 @@ class Relaxation:
         self.on_nonconvergence = on_nonconvergence
         self.state_dtype = check_state_dtype(state_dtype)
         self.full_precision_steps = positive_int("full_precision_steps", full_precision_steps, minimum=0)
+        if not isinstance(compile, bool):
+            raise ConfigurationError(f"compile must be True or False (torch.compile each step), got {compile!r}.")
+        self.compile = compile
 
     # one iteration; subclasses implement it with differentiable torch operations
     def step(self, model, x: Tensor, state, context: Any, nudge: Nudge | None, clamp: dict[int, Tensor] | None):
@@ -163,6 +176,8 @@ class Relaxation:
             polish = min(self.full_precision_steps, steps)
             phases = [(low, steps - polish), (None, polish)]
         grad_mode = torch.enable_grad() if differentiable else torch.no_grad()
+        # compiled outside autograd only, and not over a step replaced on the instance (a recorder)
+        step = self._compiled_step if self.compile and not differentiable and "step" not in vars(self) else self.step
         taken = 0
         with grad_mode:
             for dtype, count in phases:
@@ -175,7 +190,7 @@ class Relaxation:
                         state = _cast(state, dtype)
                     for t in range(count):
                         new_state = self._first_step(model, xs, state, ctx, nudge, cl, dtype) if t == 0 else \
-                            self.step(model, xs, state, ctx, nudge, cl)
+                            step(model, xs, state, ctx, nudge, cl)
                         taken += 1
                         if self.tol is None:
                             previous, state = state, new_state
@@ -213,6 +228,30 @@ class Relaxation:
             if self.on_nonconvergence == "warn":
                 warnings.warn(message, ConvergenceWarning, stacklevel=3)
         return state, status
+
+    def _compiled_step(self, model, x, state, context, nudge, clamp):
+        """:meth:`step` through ``torch.compile`` (compiled once per solver); eager after a failure."""
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            compiled = self._compiled = torch.compile(self.step, dynamic=False)
+        if compiled is False:
+            return self.step(model, x, state, context, nudge, clamp)
+        try:
+            return compiled(model, x, state, context, nudge, clamp)
+        except EqpropError:
+            raise
+        except Exception as error:  # a dynamo / inductor failure: the same step, eagerly
+            self._compiled = False
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            warnings.warn(
+                f"{type(self).__name__}(compile=True) could not torch.compile its step for {type(model).__name__} "
+                f"({reason}), so it steps eagerly from now on, with the same result.", CompileWarning, stacklevel=4)
+            return self.step(model, x, state, context, nudge, clamp)
+
+    def __getstate__(self) -> dict:  # copies and pickles drop the compiled function (recompiled on use)
+        state = dict(self.__dict__)
+        state.pop("_compiled", None)
+        return state
 
     def _first_step(self, model, x, state, context, nudge, clamp, low):
         """The first step; in 16 bits a missing kernel is refused in one sentence."""
@@ -253,7 +292,7 @@ class Relaxation:
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
 
 
@@ -261,8 +300,9 @@ class GradientDescent(Relaxation):
     """s ← project(s − η ∂_s[E + βC]); works for any energy. Residual: ‖∂_s[E + βC]‖_∞ (projected)."""
 
     def __init__(self, step_size: float = 0.1, tol: float | None = 1e-6, max_steps: int = 2000, on_nonconvergence: str = "warn",
-                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1) -> None:
-        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps)
+                 state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1,
+                 compile: bool = False) -> None:
+        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps, compile)
         self.step_size = positive_number("step_size", step_size)
 
     def residual_scale(self) -> float:
@@ -323,8 +363,8 @@ class Asynchronous(_HopfieldSolver):
 
     def __init__(self, tol: float | None = 1e-6, max_steps: int = 500, on_nonconvergence: str = "warn",
                  state_dtype: torch.dtype | str | None = None, full_precision_steps: int = 1,
-                 order: str | Sequence[Sequence[int]] = "odd_first") -> None:
-        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps)
+                 order: str | Sequence[Sequence[int]] = "odd_first", compile: bool = False) -> None:
+        super().__init__(tol, max_steps, on_nonconvergence, state_dtype, full_precision_steps, compile)
         self.order = check_order(order)
 
     def blocks(self, n: int) -> tuple[tuple[int, ...], ...]:
