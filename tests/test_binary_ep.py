@@ -26,6 +26,7 @@ VARIANTS = [
     {"learn_alpha": True},
     {"binary_activations": True},
     {"binary_activations": True, "neurons_per_class": 3, "learn_alpha": True},
+    {"binary_activations": True, "box": True},
 ]
 
 
@@ -188,6 +189,41 @@ def test_binary_neurons_follow_the_low_pass_dynamics():
     assert all(torch.equal(s, torch.ones_like(s)) for s in model.init_state(x))  # all units start firing
 
 
+def test_box_multiplies_the_pre_activation_by_the_hard_sigmoid_derivative():
+    model = binary_model(activation="hard_sigmoid", binary_activations=True, low_pass=0.3, box=True)
+    plain = binary_model(activation="hard_sigmoid", binary_activations=True, low_pass=0.3)
+    x, _ = data()
+    gen = torch.Generator().manual_seed(4)
+    # States on [−0.5, 1.5]: about half the units outside the box, where the factor is 0.
+    state = tuple(2 * torch.rand(s.shape, generator=gen, dtype=s.dtype) - 0.5 for s in model.init_state(x))
+    h = [(s > 0.5).double() for s in state]
+    used = model.used_weights()
+    w0, w1 = used["layers.0.weight"], used["layers.1.weight"]
+    b0, b1 = model.layers[0].bias, model.layers[1].bias
+    p = [x @ w0.T + b0 + h[1] @ w1, h[0] @ w1.T + b1]
+    box = [((s - 0.5).abs() <= 0.5).double() for s in state]
+    assert all(0 < float(b.mean()) < 1 for b in box)  # both cases occur
+    with torch.no_grad():
+        drive, blocks = model.primitive_grad(state, x), model.layer_drive(state, x, [1], cache={})
+    # The authors' update p = ρ'(s)(Ŵh + Ŵᵀh + b), then (1 − γ_n)s + γ_n p before clip01: round-off.
+    for s, pk, bk, d in zip(state, p, box, drive):
+        assert torch.allclose(d, 0.7 * s + 0.3 * bk * pk, atol=1e-14)
+    assert blocks[0] is None and torch.allclose(blocks[1], drive[1], atol=1e-14)
+    auto = binary_model(activation="hard_sigmoid", binary_activations=True, low_pass=0.3, box=True, closed_form=False)
+    with torch.no_grad():  # autograd through the energy, straight-through ∂h/∂s = ρ'(s): round-off
+        assert all(torch.allclose(a, d, atol=1e-14) for a, d in zip(auto.primitive_grad(state, x), drive))
+    # Inside [0, 1] the box is 1: the same drive and the same relaxation as without it, exactly.
+    inside = tuple(s.clamp(0, 1) for s in state)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model.primitive_grad(inside, x), plain.primitive_grad(inside, x)))
+    solver = FixedPoint(tol=None, max_steps=15, on_nonconvergence="ignore")  # truncated, as in training
+    ours, theirs = solver.solve(model, x, model.init_state(x))[0], solver.solve(plain, x, plain.init_state(x))[0]
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    y = torch.rand(x.shape[0], 3, dtype=torch.float64)
+    for learner in (EP(4.0, "centered", solver=solver), BPTT(solver=solver), ImplicitDifferentiation(solver=solver)):
+        assert all(bool(torch.isfinite(g).all()) for g in learner.grads(model, x, y).values())
+
+
 def test_widened_output_is_the_group_mean_and_learners_run():
     model = binary_model(activation="hard_sigmoid", binary_activations=True, neurons_per_class=4)
     x, y = data()
@@ -215,6 +251,7 @@ def test_holomorphic_ep_refuses_binary_weights():
     ({"low_pass": 0.0}, "low_pass"),
     ({"low_pass": 1.5}, "low_pass"),
     ({"neurons_per_class": 0}, "neurons_per_class"),
+    ({"box": True}, "binary_activations"),
 ])
 def test_bad_options_are_refused(kw, match):
     with pytest.raises(ConfigurationError, match=match):

@@ -30,6 +30,15 @@ derivative of h is the straight-through one (∂h/∂s = 1 on [0, 1]). The nudge
 energy, i.e. with weight β/γ_n relative to the paper's unscaled one. The output layer may be
 widened to ``neurons_per_class`` units per class; ``output`` is then the mean of each group
 (the prediction is the arg-max of the group means).
+
+``box=True`` multiplies the pre-activation by the box ρ'(s) = 1[|s − ½| ≤ ½] of the hard sigmoid,
+as the authors' code does: p_l = ρ'(s_l)·(Ŵ_l h_{l+1} + Ŵ_{l−1}ᵀ h_{l−1} + b_l), then
+s_l ← clip01((1 − γ_n) s_l + γ_n p_l) (the nudge is added outside the box). In energy terms it
+replaces the straight-through derivative ∂h/∂s = 1 by ρ'(s); the energy's value, its parameter
+gradients and its fixed points in [0, 1] are unchanged. As the box is 1 on all of [0, 1] and
+``FixedPoint`` keeps every state there (clip01) starting from 1, it changes the drive only at
+states outside [0, 1] (given by the caller, or by a solver that does not clip): the relaxations
+of training are identical with and without it.
 """
 
 from __future__ import annotations
@@ -142,6 +151,8 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         neurons_per_class: widen the output layer to this many units per class (binary neurons
             need several to express a graded output); ``output`` is the mean of each group.
         low_pass: γ_n of the low-pass dynamics, in (0, 1] (the paper's 0.5).
+        box: with ``binary_activations``, multiply the pre-activation by ρ'(s) = 1[|s − ½| ≤ ½]
+            (the authors' code; see the module docstring: a no-op for states in [0, 1]).
         learn_alpha: make the scales α_l trainable parameters (``alpha.<l>``).
         closed_form: as :class:`HopfieldMLP`.
         init_scale: as :class:`HopfieldMLP`.
@@ -154,6 +165,7 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         binary_activations: bool = False,
         neurons_per_class: int = 1,
         low_pass: float = 0.5,
+        box: bool = False,
         learn_alpha: bool = False,
         closed_form: bool = True,
         init_scale: float = 1.0,
@@ -167,6 +179,9 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         super().__init__(widened, activation, closed_form=closed_form, init_scale=init_scale)
         self.binary_activations = bool(binary_activations)
         self.low_pass = float(low_pass)
+        self.box = bool(box)
+        if self.box and not self.binary_activations:
+            raise ConfigurationError("box=True is the binary neurons' pre-activation factor: set binary_activations=True too.")
         if self.binary_activations:
             # by identity with the built-ins, never by name (a user activation may be called anything)
             allowed = (ACTIVATIONS["hard_sigmoid"], ACTIVATIONS["identity"])
@@ -187,8 +202,16 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         out = []
         for s in state:
             h = (s > 0.5).to(s.dtype)
-            out.append(s + (h - s).detach() if torch.is_grad_enabled() and s.requires_grad else h)
+            if torch.is_grad_enabled() and s.requires_grad:
+                st = s * self._box(s) if self.box else s  # straight-through ∂h/∂s: ρ'(s) with the box, else 1
+                h = st + (h - st).detach()
+            out.append(h)
         return tuple(out)
+
+    @staticmethod
+    def _box(s: Tensor) -> Tensor:
+        """ρ'(s) of the hard sigmoid, 1[|s − ½| ≤ ½]."""
+        return ((s >= 0) & (s <= 1)).to(s.dtype)
 
     def init_state(self, x: Tensor) -> State:
         """ρ(0) for each unit; every unit at 1 (all firing) with binary neurons, as the paper."""
@@ -228,6 +251,8 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         if not self.binary_activations:
             return drive
         g = self.low_pass
+        if self.box:
+            drive = tuple(d * self._box(s) for d, s in zip(drive, state))
         return tuple(torch.add(d, s, alpha=(1 - g) / g).mul_(g) if not create_graph else g * d + (1 - g) * s
                      for d, s in zip(drive, state))
 
@@ -241,6 +266,8 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
         if not self.binary_activations:
             return drive
         g = self.low_pass
+        if self.box:
+            drive = tuple(None if d is None else d * self._box(s) for d, s in zip(drive, state))
         return tuple(None if d is None else g * d + (1 - g) * s for d, s in zip(drive, state))
 
     def param_grads(self, state: State, x: Tensor, weights: Tensor) -> dict[str, Tensor]:
@@ -253,6 +280,7 @@ class BinaryHopfieldMLP(_BinaryWeights, HopfieldMLP):
 
     def extra_repr(self) -> str:
         extra = f", binary_activations=True, low_pass={self.low_pass}" if self.binary_activations else ""
+        extra += ", box=True" if self.box else ""
         if self.neurons_per_class > 1:
             extra += f", neurons_per_class={self.neurons_per_class}"
         return super().extra_repr() + extra + (", learn_alpha=True" if self.learn_alpha else "")
