@@ -17,6 +17,16 @@ def _deterministic_float64():
     torch.set_default_dtype(previous)
 
 
+@pytest.fixture
+def float32_one_thread():
+    """The examples' precision and threading (the autouse fixture above sets float64)."""
+    threads = torch.get_num_threads()
+    torch.set_default_dtype(torch.float32)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` are skipped only where no CUDA device exists."""
     if torch.cuda.is_available():

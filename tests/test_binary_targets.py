@@ -7,31 +7,11 @@ full-precision EP 98.89 % on digits; metaplasticity keeps task 1 at 85.8 % after
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-import torch
+from examples_loader import load_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def float32_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_default_dtype(torch.float32)  # the examples' precision (the conftest sets float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_load = load_example
 
 
 @pytest.mark.slow

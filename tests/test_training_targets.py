@@ -9,31 +9,11 @@ tolerances below admit one or a few flipped predictions from round-off on anothe
 nothing more.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-import torch
+from examples_loader import load_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses in the example look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def float32_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_default_dtype(torch.float32)  # the examples' precision (the conftest sets float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_load = load_example
 
 
 def test_centered_ep_on_digits_reaches_97_percent_and_matches_bptt(float32_one_thread):
