@@ -18,13 +18,18 @@ def _deterministic_float64():
 
 
 @pytest.fixture
-def float32_one_thread():
-    """The examples' precision and threading (the autouse fixture above sets float64)."""
+def one_thread():
+    """One intra-op thread for the test (small tensors stepped one at a time: threads only add overhead)."""
     threads = torch.get_num_threads()
-    torch.set_default_dtype(torch.float32)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float32_one_thread(one_thread):
+    """The examples' precision and threading (the autouse fixture above sets float64)."""
+    torch.set_default_dtype(torch.float32)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,12 +10,8 @@ from eqprop.reservoir import ConceptorControl, EchoStateNetwork, conceptor, ridg
 from eqprop.reservoir.tasks import oscillation_period, sines
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # N ≤ 200 matrices, stepped one at a time: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+# N ≤ 200 matrices, stepped one at a time: one thread (the conftest fixture).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_states(L=400, N=6, seed=0):

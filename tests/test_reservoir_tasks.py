@@ -11,12 +11,8 @@ from eqprop.reservoir import EchoStateNetwork
 from eqprop.reservoir.tasks import degradation, interpolation, monotone_range, oscillation_period, sines
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # N ≤ 200 matrices, stepped one at a time: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+# N ≤ 200 matrices, stepped one at a time: one thread (the conftest fixture).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_oscillation_period_and_monotone_range_on_known_signals():
