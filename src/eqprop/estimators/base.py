@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
 from ..models._checks import all_finite, positive_int
-from ..solvers.relaxation import check_tol
+from ..solvers.options import check_tol
 from ..errors import ConfigurationError, EqpropError, NonFiniteError, ShapeError
 
 __all__ = ["Estimate", "StepOutput", "Learner", "check_inputs", "check_beta", "check_cost", "check_parameters",
