@@ -167,11 +167,12 @@ def test_step_writes_grad_and_leaves_parameters_untouched(problem):
 class FlipThenKick(HEB):
     """The wrong order: flip the momenta first, then kick with the same written sign."""
 
-    def _echo(self, joint, dt, Q_T, P_T, force, inputs, etas, batch):
+    def _echo(self, joint, dt, Q_T, P_T, force, x_seq, etas, batch):
         eta_col = torch.repeat_interleave(Q_T.new_tensor(etas), batch).unsqueeze(1)
         Q, P = Q_T.repeat(2, 1), -P_T.repeat(2, 1) - eta_col * force.repeat(2, 1)
-        Q, P = run(joint, self.integrator, Q, P, [u.repeat(2, 1) for u in reversed(inputs)], dt)
-        return Q, -P
+        inputs = [x_seq[:, k].repeat(2, 1) for k in reversed(range(x_seq.shape[1]))]
+        Q, P = run(joint, self.integrator, Q, P, inputs, dt)
+        return joint, Q, -P
 
 
 def test_nudge_then_flip_is_the_sign_convention(problem):

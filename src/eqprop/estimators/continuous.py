@@ -16,8 +16,8 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from .sequence import check_single_hamiltonian
 
-__all__ = ["check_continuous_model", "check_step_size", "check_grid_integrator", "trapezoid_weights",
-           "grid_trajectory"]
+__all__ = ["check_continuous_model", "check_step_size", "check_grid_integrator", "trapezoid_weight",
+           "trapezoid_weights", "grid_trajectory"]
 
 
 def check_continuous_model(model) -> None:
@@ -46,9 +46,15 @@ def check_grid_integrator(integrator, h: float, learner: str) -> None:
         )
 
 
+def trapezoid_weight(n: int, n_points: int, h: float) -> float:
+    """The trapezoid weight of grid point n of ∫₀ᵀ over n_points points: h/2 at both ends, h inside
+    (one at a time, so that a loop over the grid keeps no list as long as the grid)."""
+    return h * (0.5 if n in (0, n_points - 1) else 1.0)
+
+
 def trapezoid_weights(n_points: int, h: float) -> list[float]:
-    """Trapezoid weights of ∫₀ᵀ over n_points grid points: h/2 at both ends, h inside."""
-    return [h * (0.5 if n in (0, n_points - 1) else 1.0) for n in range(n_points)]
+    """All the trapezoid weights of ∫₀ᵀ over n_points grid points (:func:`trapezoid_weight`)."""
+    return [trapezoid_weight(n, n_points, h) for n in range(n_points)]
 
 
 def grid_trajectory(model, x: Tensor, h: float, integrator, create_graph: bool = False,

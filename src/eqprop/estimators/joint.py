@@ -22,6 +22,7 @@ baseline (``create_graph=True``); it lives below both (``eqprop.learners.HEB``,
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +51,13 @@ class JointSystem:
         names: the trainable parameters that become positions (as in ``model.named_parameters()``).
         inv_mass: 1/m ≥ 0; 0 freezes θ (its momentum still integrates −∂_θV).
         q_shape: the per-sample shape of the model's q (and p).
+        dtype: evaluate V and the output in this dtype (the model's other parameters and buffers
+            cast to it for the call, the model itself untouched); ``None``: the model's own. HEB's
+            echo runs in float64 this way when the model is float32 or 16-bit.
     """
 
-    def __init__(self, model: nn.Module, names: list[str], inv_mass: float, q_shape: torch.Size) -> None:
+    def __init__(self, model: nn.Module, names: list[str], inv_mass: float, q_shape: torch.Size,
+                 dtype: torch.dtype | None = None) -> None:
         self.model = model
         self.names = list(names)
         params = dict(model.named_parameters())
@@ -61,6 +66,10 @@ class JointSystem:
         self.inv_mass = float(inv_mass)
         self.q_shape = torch.Size(q_shape)
         self.q_size = math.prod(self.q_shape)
+        self.fixed: dict[str, Tensor] = {}  # the tensors that are not positions, in ``dtype``
+        if dtype is not None:
+            others = [(n, t) for n, t in params.items() if n not in self.names] + list(model.named_buffers())
+            self.fixed = {n: t.detach().to(dtype) for n, t in others if t.is_floating_point()}
 
     # -- packing -----------------------------------------------------------------------------
     def split(self, flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,14 +92,15 @@ class JointSystem:
     def energy(self, q: Tensor, theta: Tensor, u: Tensor) -> Tensor:
         """V(q_r, u_r; θ_r) for every row r, shape [rows]."""
         def one(params, q1, u1):
-            return call_with_parameters(self.model, params, _potential, q1.unsqueeze(0), u1.unsqueeze(0))[0]
+            return call_with_parameters(self.model, {**params, **self.fixed}, _potential, q1.unsqueeze(0),
+                                        u1.unsqueeze(0))[0]
 
         return vmap(one)(self.parameters_of(theta), q, u)
 
     def output(self, q: Tensor, theta: Tensor) -> Tensor:
         """output(q_r; θ_r) for every row r."""
         def one(params, q1):
-            return call_with_parameters(self.model, params, _output, q1.unsqueeze(0))[0]
+            return call_with_parameters(self.model, {**params, **self.fixed}, _output, q1.unsqueeze(0))[0]
 
         return vmap(one)(self.parameters_of(theta), q)
 
@@ -126,9 +136,10 @@ def parameter_rows(model: nn.Module, names: list[str], rows: int) -> Tensor:
     return flat.unsqueeze(0).expand(rows, -1)
 
 
-def run(joint: JointSystem, integrator, Q: Tensor, P: Tensor, inputs: list[Tensor], dt: Tensor,
+def run(joint: JointSystem, integrator, Q: Tensor, P: Tensor, inputs: Iterable[Tensor], dt: Tensor,
         create_graph: bool = False) -> tuple[Tensor, Tensor]:
-    """Step (Q, P) through ``inputs`` in the order given (one integrator step per input)."""
+    """Step (Q, P) through ``inputs`` in the order given (one integrator step per input; an iterator
+    is read one input at a time, so a sequence of N steps needs no list of N tensors)."""
     context = torch.enable_grad() if create_graph else torch.no_grad()
     with context:
         for u in inputs:

@@ -29,18 +29,32 @@ is "θ restored to θ₀" (the η = 0 echo returns X₀ to round-off: :meth:`HEB
 at every estimate). A θ-dependent initial state is handled by pulling λ = dC/dΦ(0), read off the
 echo's end, back through ``init_state``.
 
+Precision. With finite m the contrast is π_a − π_b of two accumulated joint states, which loses
+about |X|/(|η_a − η_b|·|∇C|) of the dtype's digits; the echo (not the forward run) therefore runs
+in float64 when the model is float32 or 16-bit (``echo_dtype``), which costs 1.0–1.7× on CPU and
+makes the float32 gradient as exact as the frozen one (docs/heb.md, "Float32 and bfloat16"). With
+1/m = 0 the model's echo kernel is stepped; the built-in HRUs' closed forms carry the difference
+of the copies as a state of their own. ``info["roundoff"]`` is the estimated relative round-off
+(:func:`eqprop.estimators.roundoff.contrast_roundoff`), with a PrecisionWarning above 0.1.
+
 Check: tests/test_heb.py — HEB vs autograd of the full dynamics for m ∈ {1, 100, ∞} (centered
-slope 2, one-sided 1), vs BPTT for m = ∞, the η = 0 echo, the O(T²/m) gap, errors.
+slope 2, one-sided 1), vs BPTT for m = ∞, the η = 0 echo, the O(T²/m) gap, errors;
+tests/test_rhel_float32.py — float32 and bfloat16 against float64.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
+from ..errors import ConfigurationError, PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
+from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
 from ..estimators.sequence import check_echo_variant, check_reversible, echo_return_error, initial_state_vjp
 from ..models.echo_kernels import contrast_rows, echo_rows, row_epsilons
 from ..solvers.integrators import Integrator, LeapFrog
@@ -61,10 +75,18 @@ class HEB(Learner):
         steps: N, the number of steps a static input [batch, features] is held for; ``None``
             for a sequence input [batch, T, features] (N = T, replayed in reverse by the echo).
         cost: the per-sample final-time cost; :class:`eqprop.costs.SquaredError` by default.
+        echo_dtype: the dtype of the finite-mass echo; ``None`` (default): float64 when the model is
+            float32 or 16-bit (the contrast π_a − π_b of two accumulated states would otherwise
+            cancel), the model's dtype otherwise. Give the model's dtype to keep the echo in it.
+
+    ``info`` has "roundoff", the estimated relative round-off of the contrast (u·√N when the
+    difference is exact, u·√N·|X(T)|/(|η_a − η_b|·|∇C|) when two copies in the model's dtype are
+    subtracted; a :class:`eqprop.errors.PrecisionWarning` above 0.1), and "echo_error" for
+    ``variant="one_sided"`` (its η = 0 copy's return error).
     """
 
     def __init__(self, eta: float, variant: str = "centered", mass: float = float("inf"), integrator=None,
-                 steps: int | None = None, cost: Cost | None = None) -> None:
+                 steps: int | None = None, cost: Cost | None = None, echo_dtype: torch.dtype | None = None) -> None:
         self.eta = check_beta("eta", eta)
         self.variant = check_echo_variant("HEB", variant)
         self.inv_mass = check_mass(mass)
@@ -73,10 +95,15 @@ class HEB(Learner):
         check_reversible(self.integrator, "HEB")
         self.steps = check_steps(steps)
         self.cost = SquaredError() if cost is None else cost
+        if echo_dtype is not None and not (isinstance(echo_dtype, torch.dtype) and echo_dtype.is_floating_point
+                                           and not echo_dtype.is_complex):
+            raise ConfigurationError(f"echo_dtype must be None or a real floating torch dtype such as torch.float64, "
+                                     f"got {echo_dtype!r}.")
+        self.echo_dtype = echo_dtype
 
     def __repr__(self) -> str:
         return (f"HEB(eta={self.eta}, variant={self.variant!r}, mass={self.mass}, integrator={self.integrator!r}, "
-                f"steps={self.steps}, cost={self.cost!r})")
+                f"steps={self.steps}, cost={self.cost!r}, echo_dtype={self.echo_dtype})")
 
     # -- contract ------------------------------------------------------------------------------
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
@@ -95,11 +122,11 @@ class HEB(Learner):
             return self._estimate_frozen(model, x_seq, y, etas, info)
         joint, dt, Q0, P0 = self._initial(model, x_seq)
         batch = x_seq.shape[0]
-        inputs = _inputs(x_seq)
-        Q_T, P_T = run(joint, self.integrator, Q0, P0, inputs, dt)
+        Q_T, P_T = run(joint, self.integrator, Q0, P0, _inputs(x_seq), dt)
         prediction, loss, force = self._nudge_force(joint, Q_T, y)
-        Q_e, P_e = self._echo(joint, dt, Q_T, P_T, force, inputs, etas, batch)
-        grads = self._read(model, joint, x_seq, Q_e, P_e, etas[0] - etas[1], batch)
+        echo, Q_e, P_e = self._echo(joint, dt, Q_T, P_T, force, x_seq, etas, batch)
+        grads = self._read(model, echo, x_seq, Q_e, P_e, etas[0] - etas[1], batch)
+        self._roundoff(info, x_seq, Q_e.dtype, [Q_T, P_T], force, etas, subtracted=True)
         if self.variant == "one_sided":
             info["echo_error"] = _return_error(Q0, P0, Q_T, P_T, Q_e[batch:], P_e[batch:])
         return Estimate(grads=grads, loss=loss, prediction=prediction, info=info)
@@ -118,12 +145,11 @@ class HEB(Learner):
         names = [n for n, _ in trainable(model)]
         named = dict(model.named_parameters())
         params = [named[n] for n in names]
-        inputs = _inputs(x_seq)
         with torch.no_grad():
             q0, p0 = model.init_state(x_seq)
             dt = check_joint(model, self.integrator, names, p0)
             q, p = q0, p0
-            for u in inputs:
+            for u in _inputs(x_seq):
                 q, p = self.integrator.step(model, q, p, u, dt)
         with torch.enable_grad():
             q_leaf = q.detach().requires_grad_(True)
@@ -137,7 +163,7 @@ class HEB(Learner):
         q_e = echo_rows(kernel, q, copies)
         p_e = -(echo_rows(kernel, p, copies) - eta_col * grad_q.repeat(copies, *([1] * (q.dim() - 1))))
         with torch.no_grad():
-            for u in reversed(inputs):
+            for u in _inputs(x_seq, reverse=True):
                 q_e, p_e = self.integrator.echo(kernel, q_e, p_e, u)
         p_e = -p_e
         denominator = etas[0] - etas[1]
@@ -150,6 +176,7 @@ class HEB(Learner):
             grads[name] = total / batch
         self._initial_state_term(model, x_seq, grads, names, contrast_rows(kernel, q_e, batch),
                                  contrast_rows(kernel, p_e, batch), denominator, batch)
+        self._roundoff(info, x_seq, q.dtype, [q, p], grad_q, etas, subtracted=not getattr(kernel, "difference", False))
         if self.variant == "one_sided":
             info["echo_error"] = _return_error(q0, p0, q, p, q_e[batch:], p_e[batch:])
         return Estimate(grads=grads, loss=loss, prediction=output.detach(), info=info)
@@ -158,9 +185,8 @@ class HEB(Learner):
         """max |X_{η=0} − X₀| / max(|X₀|, |X(T)|) over (q, θ, p, π): round-off for a reversible step."""
         x_seq = prepare(model, x, None, self.steps, self.cost)
         joint, dt, Q0, P0 = self._initial(model, x_seq)
-        inputs = _inputs(x_seq)
-        Q_T, P_T = run(joint, self.integrator, Q0, P0, inputs, dt)
-        Q_e, P_e = self._echo(joint, dt, Q_T, P_T, torch.zeros_like(P_T), inputs, [0.0], x_seq.shape[0])
+        Q_T, P_T = run(joint, self.integrator, Q0, P0, _inputs(x_seq), dt)
+        _, Q_e, P_e = self._echo(joint, dt, Q_T, P_T, torch.zeros_like(P_T), x_seq, [0.0], x_seq.shape[0])
         return _return_error(Q0, P0, Q_T, P_T, Q_e, P_e)
 
     # -- the phases ----------------------------------------------------------------------------
@@ -188,27 +214,56 @@ class HEB(Learner):
         loss = per_sample.detach().reshape(per_sample.shape[0], -1).sum(1).mean()
         return output.detach(), loss, joint.join(grad_q, grad_theta)
 
-    def _echo(self, joint, dt, Q_T, P_T, force, inputs, etas: list[float], batch: int):
-        """Copies c = 0..C−1: p ← p − η_c∇C, flip, evolve with inputs reversed, flip → X_{η_c}."""
+    def _echo_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        if self.echo_dtype is not None:
+            return self.echo_dtype
+        return torch.float64 if dtype in (torch.float32, torch.bfloat16, torch.float16) else dtype
+
+    def _echo(self, joint, dt, Q_T, P_T, force, x_seq: Tensor, etas: list[float], batch: int):
+        """Copies c = 0..C−1: p ← p − η_c∇C, flip, evolve with inputs reversed, flip → X_{η_c}.
+
+        Runs in ``_echo_dtype`` (its own joint system when that is not the model's dtype); returns
+        that joint system and the echo's end (Q, P), one row block per copy.
+        """
         copies = len(etas)
+        dtype = self._echo_dtype(Q_T.dtype)
+        if dtype != Q_T.dtype:
+            joint = JointSystem(joint.model, joint.names, joint.inv_mass, joint.q_shape, dtype=dtype)
+            Q_T, P_T, force, dt = (t.to(dtype) for t in (Q_T, P_T, force, dt))
         eta_col = torch.repeat_interleave(Q_T.new_tensor(etas), batch).unsqueeze(1)
         Q = Q_T.repeat(copies, 1)
         P = -(P_T.repeat(copies, 1) - eta_col * force.repeat(copies, 1))  # nudge, THEN flip
-        reversed_inputs = [u.repeat(copies, *([1] * (u.dim() - 1))) for u in reversed(inputs)]
+        reversed_inputs = (u.to(dtype).repeat(copies, *([1] * (u.dim() - 1))) for u in _inputs(x_seq, reverse=True))
         Q, P = run(joint, self.integrator, Q, P, reversed_inputs, dt)
-        return Q, -P
+        return joint, Q, -P
+
+    def _roundoff(self, info: dict, x_seq: Tensor, echo_dtype: torch.dtype, end: list[Tensor], force: Tensor,
+                  etas: list[float], subtracted: bool) -> None:
+        """info["roundoff"]: the forward run's u·√N, or the subtracted copies' cancellation if larger."""
+        steps = x_seq.shape[1]
+        with torch.no_grad():
+            scale = max(float(t.abs().max()) for t in end if t.numel())
+            gradient = float(force.abs().max()) if force.numel() else 0.0
+        roundoff = max(contrast_roundoff(x_seq.dtype, steps),
+                       contrast_roundoff(echo_dtype, steps, subtracted, scale, etas[0] - etas[1], gradient))
+        info["roundoff"] = roundoff
+        if roundoff > ROUNDOFF_WARN:
+            warnings.warn(f"HEB's contrast at eta={self.eta:g} is near {echo_dtype} round-off (estimated relative "
+                          f"error {roundoff:.1e}); use a larger eta or a float64 echo.", PrecisionWarning, stacklevel=3)
 
     def _read(self, model, joint, x_seq, Q_e, P_e, denominator: float, batch: int) -> dict[str, Tensor]:
-        """g = −(π_a − π_b)/(η_a − η_b), batch mean, plus λ(0) pulled back through ``init_state``."""
+        """g = −(π_a − π_b)/(η_a − η_b), batch mean, plus λ(0) pulled back through ``init_state``;
+        the differences formed in the echo's dtype, the result in the model's."""
         pi_a, pi_b = joint.split(P_e[:batch])[1], joint.split(P_e[batch:2 * batch])[1]
         flat = -(pi_a - pi_b).sum(0) / (denominator * batch)
+        named = dict(model.named_parameters())
         grads, start = {}, 0
         for name, shape, size in zip(joint.names, joint.shapes, joint.sizes):
-            grads[name] = flat[start:start + size].reshape(shape).clone()
+            grads[name] = flat[start:start + size].reshape(shape).to(named[name].dtype, copy=True)
             start += size
         q_e, p_e = joint.split(Q_e)[0], joint.split(P_e)[0]
-        self._initial_state_term(model, x_seq, grads, joint.names, q_e[:batch] - q_e[batch:2 * batch],
-                                 p_e[:batch] - p_e[batch:2 * batch], denominator, batch)
+        dq, dp = ((t[:batch] - t[batch:2 * batch]).to(x_seq.dtype) for t in (q_e, p_e))
+        self._initial_state_term(model, x_seq, grads, joint.names, dq, dp, denominator, batch)
         return grads
 
     @staticmethod
@@ -226,8 +281,10 @@ class HEB(Learner):
                 grads[name] += g
 
 
-def _inputs(x_seq: Tensor) -> list[Tensor]:
-    return [x_seq[:, k] for k in range(x_seq.shape[1])]
+def _inputs(x_seq: Tensor, reverse: bool = False) -> Iterator[Tensor]:
+    """The inputs one step at a time (never a list of N views: memory independent of N)."""
+    steps = range(x_seq.shape[1])
+    return (x_seq[:, k] for k in (reversed(steps) if reverse else steps))
 
 
 def _return_error(Q0: Tensor, P0: Tensor, Q_T: Tensor, P_T: Tensor, Q_e: Tensor, P_e: Tensor) -> float:

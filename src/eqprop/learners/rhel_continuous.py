@@ -21,21 +21,33 @@ Then RHEL equals autograd through the discrete scheme to O(ε²), and the contin
 O(h²). Its adjoint reading: ∂_εq_e(s) = λ_p(T − s), ∂_εp_e(s) = λ_q(T − s) (the echo computes the
 adjoint state physically; ``eqprop.baselines.Adjoint`` integrates it explicitly).
 
+The echo keeps nothing per grid point (no trajectory, no list of weights): its extra memory is
+independent of N. ``info``: "roundoff" (the estimated relative round-off of the contrast: u·√N with
+the closed-form kernels of the built-in HRUs, which carry the difference of the ± copies as a
+state of its own, and the cancellation of two stored copies otherwise; a PrecisionWarning above
+0.1) and, for ``variant="one_sided"``, "echo_error" (the ε = 0 copy's return to (q_0, −p_0)).
+
 Check: tests/test_rhel_continuous.py — equal to autograd of the scheme (O(ε²)); vs
-``eqprop.baselines.Adjoint`` and ``torchdiffeq.odeint_adjoint`` with error slope ≈ 2 in h.
+``eqprop.baselines.Adjoint`` and ``torchdiffeq.odeint_adjoint`` with error slope ≈ 2 in h;
+tests/test_rhel_float32.py — float32 and bfloat16 against float64.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
+from ..errors import PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.continuous import (check_continuous_model, check_grid_integrator, check_step_size, grid_trajectory,
-                                     trapezoid_weights)
-from ..estimators.sequence import check_echo_variant, check_reversible, check_sequence, initial_state_vjp, target_mode
-from ..models.echo_kernels import contrast_rows, echo_rows, row_epsilons
+                                     trapezoid_weight, trapezoid_weights)
+from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
+from ..estimators.sequence import (check_echo_variant, check_reversible, check_sequence, echo_return_error,
+                                   initial_state_vjp, target_mode)
+from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
 from ..solvers.integrators import Integrator, LeapFrog
 
 __all__ = ["ContinuousRHEL", "verlet_trajectory_loss"]
@@ -89,10 +101,15 @@ class ContinuousRHEL(Learner):
         mode = target_mode(model, x, y, self.cost)
         q_final, p_final, loss, out = verlet_trajectory_loss(model, x, y, self.step_size, self.cost, mode,
                                                              integrator=self.integrator)
-        grads = self._echo(model, x, y, mode, q_final, p_final)
-        return Estimate(grads=grads, loss=loss.detach(), prediction=out.detach(), info={"mode": mode})
+        info = {"mode": mode}
+        grads = self._echo(model, x, y, mode, q_final, p_final, info)
+        if info["roundoff"] > ROUNDOFF_WARN:
+            warnings.warn(f"ContinuousRHEL's contrast at epsilon={self.epsilon:g} is near {x.dtype} round-off "
+                          f"(estimated relative error {info['roundoff']:.1e}); use a larger epsilon or float64.",
+                          PrecisionWarning, stacklevel=2)
+        return Estimate(grads=grads, loss=loss.detach(), prediction=out.detach(), info=info)
 
-    def _echo(self, model, x, y, mode, q_final, p_final) -> dict[str, Tensor]:
+    def _echo(self, model, x, y, mode, q_final, p_final, info: dict) -> dict[str, Tensor]:
         batch, points, h = x.shape[0], x.shape[1], self.step_size
         eps_a, eps_b = (self.epsilon, -self.epsilon) if self.variant == "centered" else (self.epsilon, 0.0)
         denominator = eps_a - eps_b
@@ -102,7 +119,7 @@ class ContinuousRHEL(Learner):
         # in its row layout (a closed form carries copy 0 − copy 1 in the first rows)
         kernel = model.echo_kernel(torch.tensor(h, dtype=x.dtype, device=x.device), batch, 2)
         eps_rows = x.new_tensor(row_epsilons(kernel, [eps_a, eps_b])).repeat_interleave(batch).unsqueeze(-1)
-        weights = trapezoid_weights(points, h)
+        nudge_size = []  # max |∇_qℓ| of the first nudge, for the round-off estimate
 
         def rep(t: Tensor) -> Tensor:  # one row block per echo copy
             return t.repeat(2, *([1] * (t.dim() - 1)))
@@ -117,6 +134,8 @@ class ContinuousRHEL(Learner):
                 target = y if mode == "final" else y[:, n]
                 value = self.cost(model.output(q_ref), target).sum() * weight
                 grads = torch.autograd.grad(value, [q_ref] + params, allow_unused=True)
+            if not nudge_size:
+                nudge_size.append(float(grads[0].abs().max()) / weight if weight else 0.0)
             for p, g in zip(params, grads[1:]):
                 if g is not None:
                     direct[id(p)] += g
@@ -127,7 +146,8 @@ class ContinuousRHEL(Learner):
             p = p + nudge(q, points - 1, 1.0)
 
         def kick_weight(k: int) -> float:  # each interior grid point is kicked twice, the ends once
-            return weights[k] if k in (0, points - 1) else 0.5 * weights[k]
+            weight = trapezoid_weight(k, points, h)
+            return weight if k in (0, points - 1) else 0.5 * weight
 
         for n in range(points - 1):
             k = points - 1 - n  # echo step n starts at s_n, i.e. at t_k of the forward grid
@@ -136,6 +156,15 @@ class ContinuousRHEL(Learner):
             q, p = self.integrator.echo(kernel, q, p, x[:, k], x[:, k - 1])  # inputs reversed in time
             if mode != "final":
                 p = p + nudge(q, k - 1, kick_weight(k - 1))
+        with torch.no_grad():
+            scale = max(float(q_final.abs().max()), float(p_final.abs().max()))
+        info["roundoff"] = contrast_roundoff(x.dtype, points, not getattr(kernel, "difference", False), scale,
+                                             denominator, nudge_size[0] if nudge_size else 0.0)
+        if eps_b == 0.0:  # one_sided: copy 1 is the un-nudged echo, which returns to (q_0, −p_0)
+            with torch.no_grad():
+                q0, p0 = model.init_state(x)
+            info["echo_error"] = echo_return_error(
+                [(q0, p0, q_final, p_final, copy_rows(kernel, q, 1, batch), copy_rows(kernel, p, 1, batch))], -1.0)
         with torch.enable_grad():  # a parameter-dependent Φ(0): λ = ∂_εΦ_e(T) with its q, p swapped
             initial = model.init_state(x)
         lambdas = (contrast_rows(kernel, p, batch) / denominator, contrast_rows(kernel, q, batch) / denominator)
