@@ -25,7 +25,7 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 from ..models.lagrangian import LagrangianModel
-from ..solvers.scan import fused_step, hru_forward
+from ..solvers.scan import DEFAULT_CHUNK, fused_step, hru_forward
 
 __all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_single_hamiltonian",
            "check_reversible", "pooling", "initial_state_vjp", "check_echo_variant", "echo_return_error"]
@@ -147,19 +147,20 @@ def mode_for_target(final_shape: torch.Size, steps: int, y: Tensor, cost: Cost, 
 
 
 def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool = False,
-             keep_outputs: bool = False) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+             keep_outputs: bool = False, chunk: int = DEFAULT_CHUNK) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
     """Run the stack over x; return the final (q, p) of each layer and the outputs.
 
     The outputs are [batch, T, ...] when ``keep_outputs`` else the final output [batch, ...].
     With ``model.pooling == "mean"`` the output at step k is the running mean of decode(z_0..k)
     (the final one is the time average). With ``create_graph`` the run is differentiable (BPTT);
     otherwise no graph is kept and the memory does not grow with T (apart from the outputs, when kept).
+    ``chunk``: steps per chunk of the fast path (eqprop.solvers.scan), an integer ≥ 1.
     """
     layers = model.hamiltonian_layers()
     mean = pooling(model) == "mean"
     fused = [None] * len(layers)
     if not create_graph:  # the fast path (eqprop.solvers.scan): fused closed-form steps of the built-in HRUs
-        fast = hru_forward(model, x, integrator, keep_outputs)
+        fast = hru_forward(model, x, integrator, keep_outputs, chunk)
         if fast is not None:
             return fast
         fused = [fused_step(layer, integrator, integrator.step_size(layer)) for layer in layers]

@@ -46,7 +46,10 @@ from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence,
                                    echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
+from ..models.echo_kernels.fused import fused_verlet_echo
+from ..models.hamiltonian import HamiltonianModel
 from ..solvers.integrators import PositionVerlet
+from ..solvers.scan import DEFAULT_CHUNK, check_chunk
 
 __all__ = ["RHEL"]
 
@@ -62,6 +65,8 @@ class RHEL(Learner):
         cost: the per-sample cost; :class:`eqprop.costs.SquaredError` by default.
         check_echo: run one more echo copy at ε = 0 (one_sided has it already) and report its
             return error in ``info["echo_error"]``.
+        chunk: steps per chunk of the fast paths (drives and read-outs computed a chunk at a time,
+            the fused echo's buffers); memory O(chunk). An integer ≥ 1.
 
     ``info["roundoff"]`` is the estimated relative round-off of the contrast (about u·√T with the
     closed-form kernels, which carry the difference of the ± copies as a state of its own and so
@@ -72,13 +77,14 @@ class RHEL(Learner):
     model_kinds = ("hamiltonian",)
 
     def __init__(self, epsilon: float, variant: str = "centered", integrator=None, cost: Cost | None = None,
-                 check_echo: bool = False) -> None:
+                 check_echo: bool = False, chunk: int = DEFAULT_CHUNK) -> None:
         self.epsilon = check_beta("epsilon", epsilon)
         self.variant = check_echo_variant("RHEL", variant)
         self.integrator = PositionVerlet() if integrator is None else integrator
         check_reversible(self.integrator)
         self.cost = SquaredError() if cost is None else cost
         self.check_echo = bool(check_echo)
+        self.chunk = check_chunk(chunk)
 
 
     # -- contract ------------------------------------------------------------------------------
@@ -86,13 +92,13 @@ class RHEL(Learner):
         """Outputs at every step, [batch, T, ...] (the last one, ``[:, -1]``, for a final-step loss)."""
         check_hamiltonian(model)
         check_sequence(model, x)
-        return simulate(model, x, self.integrator, keep_outputs=True)[1]
+        return simulate(model, x, self.integrator, keep_outputs=True, chunk=self.chunk)[1]
 
     def estimate(self, model, x: Tensor, y: Tensor) -> Estimate:
         check_hamiltonian(model)
         check_sequence(model, x)
         mode = target_mode(model, x, y, self.cost)
-        final_states, outputs = simulate(model, x, self.integrator, keep_outputs=(mode == "per_step"))
+        final_states, outputs = simulate(model, x, self.integrator, keep_outputs=(mode == "per_step"), chunk=self.chunk)
         loss = self.cost.loss(outputs, y).detach()
         eps = [self.epsilon, -self.epsilon] if self.variant == "centered" else [self.epsilon, 0.0]
         if self.check_echo and 0.0 not in eps:
@@ -117,7 +123,7 @@ class RHEL(Learner):
         """
         check_hamiltonian(model)
         check_sequence(model, x)
-        final_states, _ = simulate(model, x, self.integrator)
+        final_states, _ = simulate(model, x, self.integrator, chunk=self.chunk)
         kernels, _, states = self._echo(model, x, None, None, None, final_states, [0.0, 0.0])
         return _return_error(model, x, kernels, final_states, states, 1)
 
@@ -147,6 +153,9 @@ class RHEL(Learner):
             g_final = cost.grad(outputs, y)
             if mean:
                 upstream = g_final / steps
+        if mode in ("final", None) and not mean and self._fusable(model, kernels, copies):
+            return kernels, stack, self._fused_echo(model, x, kernels[0], stack, states[0], eps_cols[0],
+                                                    g_final if mode == "final" else None)
         with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
             for j in range(steps):
                 k = steps - 1 - j
@@ -190,6 +199,27 @@ class RHEL(Learner):
                 if delta is not None:
                     stack.encode_vjp(x_k, delta)
         return kernels, stack, states
+
+    def _fusable(self, model, kernels, copies: int) -> bool:
+        """The fused echo (eqprop.models.echo_kernels.fused) applies: one built-in HRU whose input
+        reaches it unchanged, two copies in the difference layout, exactly PositionVerlet."""
+        return (type(self.integrator) is PositionVerlet and copies == 2 and len(kernels) == 1
+                and model.hamiltonian_layers() == [model] and type(model).encode is HamiltonianModel.encode
+                and getattr(kernels[0], "fused", False))
+
+    def _fused_echo(self, model, x, kernel, stack, state, eps_col, g_final):
+        """The echo of a single HRU: the loss gradient nudges p once, at the start (final-step
+        loss), then the whole sequence runs in fused chunks."""
+        q, p = state
+        batch, copies = x.shape[0], 2
+        if g_final is not None:
+            z = stack.mix(0, stack.encode(x[:, -1]), q[batch:2 * batch])
+            delta = stack.decode_vjp(z, g_final)
+            if delta is not None:
+                _, nudge = stack.mix_vjp(0, delta)
+                if nudge is not None:
+                    p.view(copies, batch, *p.shape[1:]).addcmul_(eps_col.reshape(copies, *([1] * p.dim())), nudge)
+        return [fused_verlet_echo(kernel, q, p, x, self.chunk)]
 
     def _collect(self, model, x, kernels, stack, states, denominator: float) -> dict[str, Tensor]:
         """dL/dθ = feedforward VJPs − (contrast of the Hamiltonian layers)/(ε_a − ε_b), batch mean."""

@@ -37,6 +37,7 @@ class _HRUKernel:
     """
 
     difference = True
+    fused = True  # eqprop.models.echo_kernels.fused runs a whole echo of this kernel
 
     def __init__(self, model, dt: Tensor, batch: int, copies: int) -> None:
         self.model, self.batch, self.copies = model, batch, copies
