@@ -1,12 +1,22 @@
 """BPTT through a time integrator: the reference gradient for Hamiltonian models and stacks.
 
-``bptt_through_integrator`` unrolls the same integrator step that RHEL uses (position Verlet by
-default, with the model's own dt) with the autograd graph kept, and differentiates the loss:
-the batch mean of the final-step cost, or of the per-step costs summed over time. Memory grows
-linearly with T — this is the baseline, not the training method. ``eqprop.baselines.BPTT``
-dispatches here for a ``HamiltonianModel`` or when given an ``integrator``.
+``bptt_through_integrator`` differentiates the loss (the batch mean of the final-step cost, or
+of the per-step costs summed over time) through the same integrator step that RHEL uses
+(position Verlet by default, with the model's own dt). ``eqprop.baselines.BPTT`` dispatches here
+for a ``HamiltonianModel`` or when given an ``integrator``.
 
-Check: tests/test_rhel.py compares RHEL with it (O(ε²) centered, O(ε) one-sided).
+Two paths, the same gradient:
+
+* a single built-in ``LinearHRU`` / ``NonlinearHRU`` (physics not rewritten, "last" pooling)
+  under exactly ``PositionVerlet`` takes the closed-form adjoint of the step
+  (:func:`eqprop.solvers.scan_vjp.hru_outputs`): no graph per step, chunks recomputed from
+  checkpoints, memory O(T/chunk + chunk); the read-out stays under autograd;
+* anything else — stacks, user Hamiltonians, other integrators, and a *subclass* of
+  PositionVerlet, which is how the reference is reached on an HRU — unrolls ``Integrator.step``
+  with the autograd graph kept (memory O(T)): the reference.
+
+Check: tests/test_rhel.py compares RHEL with it (O(ε²) centered, O(ε) one-sided);
+tests/test_bptt_fast.py the closed-form path with the reference (round-off).
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..estimators.base import Estimate, trainable
 from ..estimators.sequence import check_hamiltonian, check_sequence, simulate, target_mode
+from ..solvers.scan import DEFAULT_CHUNK
+from ..solvers.scan_vjp import hru_outputs
 
 __all__ = ["bptt_through_integrator", "predict_sequence"]
 
@@ -29,15 +41,20 @@ def _default_integrator(integrator):
     return integrator
 
 
-def bptt_through_integrator(model, x: Tensor, y: Tensor, integrator=None, cost: Cost | None = None) -> Estimate:
-    """dL/dθ by autograd through the unrolled integrator; L = batch mean of the cost."""
+def bptt_through_integrator(model, x: Tensor, y: Tensor, integrator=None, cost: Cost | None = None, *,
+                            chunk: int = DEFAULT_CHUNK) -> Estimate:
+    """dL/dθ through the unrolled integrator; L = batch mean of the cost. ``chunk``: steps between
+    the checkpoints of the closed-form path (>= T: the whole trajectory kept, nothing recomputed)."""
     check_hamiltonian(model)
     check_sequence(model, x)
     integrator = _default_integrator(integrator)
     cost = SquaredError() if cost is None else cost
     mode = target_mode(model, x, y, cost)
     params = dict(trainable(model))
-    _, outputs = simulate(model, x, integrator, create_graph=True, keep_outputs=(mode == "per_step"))
+    keep = mode == "per_step"
+    outputs = hru_outputs(model, x, integrator, keep, chunk)  # None: not a built-in HRU under PositionVerlet
+    if outputs is None:
+        _, outputs = simulate(model, x, integrator, create_graph=True, keep_outputs=keep)
     with torch.enable_grad():
         loss = cost.loss(outputs, y)
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
