@@ -31,8 +31,17 @@ class BPTT(EnergyLearner):
         integrator: time integrator unrolled for a sequence model (``None``: the model's default).
         cost: the cost of the loss; :class:`eqprop.costs.SquaredError` by default.
 
+    Sequence models: a single built-in :class:`eqprop.models.LinearHRU` / :class:`eqprop.models.NonlinearHRU`
+    (physics not rewritten, "last" pooling) under exactly :class:`eqprop.solvers.PositionVerlet`
+    (the default) takes the closed-form VJP of the step (:mod:`eqprop.solvers.scan_vjp`: the
+    adjoint run backward chunk by chunk from checkpoints, no graph per step, memory O(T/chunk +
+    chunk)); everything else unrolls the integrator under autograd. That eager path is the
+    reference, reached on an HRU by passing a subclass of PositionVerlet
+    (``class ReferenceVerlet(PositionVerlet): pass``).
+
     Check: it is the reference; tests/test_ep.py checks it equal to implicit differentiation
-    once the relaxation has converged.
+    once the relaxation has converged; tests/test_bptt_fast.py checks the closed-form VJP
+    against the eager path to round-off.
     """
 
     model_kinds = ("energy", "hamiltonian")
