@@ -25,7 +25,7 @@ from ..costs import Cost
 from ..errors import ConfigurationError, NotReversibleError, ShapeError
 from ..models.hamiltonian import HamiltonianModel
 from ..models.lagrangian import LagrangianModel
-from ..solvers.scan import DEFAULT_CHUNK, fused_step, hru_forward
+from ..solvers.scan import DEFAULT_CHUNK, fused_step, hru_forward, stack_forward
 
 __all__ = ["check_sequence", "target_mode", "simulate", "check_hamiltonian", "check_single_hamiltonian",
            "check_reversible", "pooling", "initial_state_vjp", "check_echo_variant", "echo_return_error"]
@@ -161,6 +161,8 @@ def simulate(model: HamiltonianModel, x: Tensor, integrator, create_graph: bool 
     fused = [None] * len(layers)
     if not create_graph:  # the fast path (eqprop.solvers.scan): fused closed-form steps of the built-in HRUs
         fast = hru_forward(model, x, integrator, keep_outputs, chunk)
+        if fast is None:
+            fast = stack_forward(model, x, integrator, keep_outputs, chunk)
         if fast is not None:
             return fast
         fused = [fused_step(layer, integrator, integrator.step_size(layer)) for layer in layers]

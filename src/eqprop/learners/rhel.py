@@ -159,17 +159,6 @@ class RHEL(Learner):
         with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
             for j in range(steps):
                 k = steps - 1 - j
-                if zero is not None:
-                    q_refs = [q[zero * batch:(zero + 1) * batch] for q, _ in states]
-                else:  # the extrapolation of copies a, b to ε = 0 (their mean when centered)
-                    q_refs = [torch.add(q[batch:2 * batch], contrast_rows(kernel, q, batch), alpha=toward_zero)
-                              for kernel, (q, _) in zip(kernels, states)]
-                x_k = x[:, k]
-                z = stack.encode(x_k)
-                z_in = []
-                for index in range(n_layers):
-                    z_in.append(z)
-                    z = stack.mix(index, z, q_refs[index])
                 g = None
                 if mode == "per_step":
                     g = cost.grad(outputs[:, k], y[:, k])
@@ -178,6 +167,20 @@ class RHEL(Learner):
                         g = upstream
                 elif mode == "final":
                     g = upstream if mean else (g_final if j == 0 else None)
+                # the top map feeds only the decoder: without a loss gradient at this step it is not needed
+                mixed = n_layers if g is not None else n_layers - 1
+                if zero is not None:
+                    q_refs = [q[zero * batch:(zero + 1) * batch] for q, _ in states[:mixed]]
+                else:  # the extrapolation of copies a, b to ε = 0 (their mean when centered)
+                    q_refs = [torch.add(q[batch:2 * batch], contrast_rows(kernel, q, batch), alpha=toward_zero)
+                              for kernel, (q, _) in zip(kernels[:mixed], states[:mixed])]
+                x_k = x[:, k]
+                z = stack.encode(x_k)
+                z_in = []
+                for index in range(n_layers):
+                    z_in.append(z)
+                    if index < mixed:
+                        z = stack.mix(index, z, q_refs[index])
                 delta = stack.decode_vjp(z, g) if g is not None else None
                 for index in reversed(range(n_layers)):
                     q, p = states[index]

@@ -25,9 +25,10 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
+from ..models.hssm import HSSM
 from .integrators import PositionVerlet
 
-__all__ = ["fused_step", "hru_forward", "DEFAULT_CHUNK", "check_chunk"]
+__all__ = ["fused_step", "hru_forward", "stack_forward", "DEFAULT_CHUNK", "check_chunk"]
 
 DEFAULT_CHUNK = 256
 
@@ -122,33 +123,101 @@ def hru_forward(model, x: Tensor, integrator, keep_outputs: bool, chunk: int = D
         return None
     chunk = check_chunk(chunk)
     with torch.no_grad():
-        c = _Constants(model, integrator.step_size(model), kind)
-        (q, p), = model.init_states(x)
-        p = p.clone()
+        steps = x.shape[1]
+        layer = _Layer(model, integrator, kind, model.init_states(x)[0], min(chunk, steps), keep_outputs)
+        pieces = []
+        for start, count, final in _chunks(steps, layer.size):
+            positions = layer.advance(x[:, start:start + count].transpose(0, 1), final)
+            if keep_outputs:
+                pieces.append(model.output(positions).transpose(0, 1))
+        outputs = torch.cat(pieces, dim=1) if keep_outputs else model.output(layer.q)
+    return [(layer.q, layer.p)], outputs
+
+
+def stack_forward(model, x: Tensor, integrator, keep_outputs: bool, chunk: int = DEFAULT_CHUNK
+                  ) -> tuple[list[tuple[Tensor, Tensor]], Tensor] | None:
+    """An :class:`~eqprop.models.HSSM` of built-in HRUs, layer after layer within each chunk of
+    steps: layer i runs over the chunk (fused merged steps), then its feedforward map (read-out,
+    activation, residual, norm — row-wise maps) and the decoder are applied to all the chunk's
+    steps at once. Returns (final (q, p) per layer, outputs) as :func:`hru_forward`, or None when
+    the model is not such a stack (a user's encode / mix / decode may not be row-wise)."""
+    if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
+                                          for n in ("encode", "mix", "decode", "hamiltonian_layers")):
+        return None
+    layers = model.hamiltonian_layers()
+    kinds = [_kind(layer, integrator) for layer in layers]
+    if any(kind is None for kind in kinds):
+        return None
+    chunk = check_chunk(chunk)
+    mean = model.pooling == "mean"
+    with torch.no_grad():
         steps = x.shape[1]
         size = min(chunk, steps)
-        run = _Chunk(c, q, size, keep_outputs)
-        _half_drift(c, q, p, out=run.positions[0])
-        pieces = []
-        for start in range(0, steps, size):
-            count = min(size, steps - start)
-            drive = run.load(x[:, start:start + count])
-            final = start + count == steps
-            merged = count - 1 if final else count  # the last step of all ends with a half drift
-            run(p, merged)
-            if final:  # q_T = q_{T−1/2} + (dt/2) p_T
-                last = run.positions[merged] if keep_outputs else run.positions[0]
-                _kick(c, p, last, drive[merged])
-                q = _half_drift(c, last, p, out=torch.empty_like(last))
-            if keep_outputs:
-                buffer = run.positions
-                positions = torch.add(buffer[:merged], buffer[1:merged + 1]).mul_(0.5)
-                if final:
-                    positions = torch.cat([positions, q.unsqueeze(0)])
-                pieces.append(model.output(positions).transpose(0, 1))
-                buffer[0] = buffer[count]
-        outputs = torch.cat(pieces, dim=1) if keep_outputs else model.output(q)
-    return [(q, p)], outputs
+        runs = [_Layer(layer, integrator, kind, state, size, True)
+                for layer, kind, state in zip(layers, kinds, model.init_states(x))]
+        pieces, total, last = [], None, None
+        for start, count, final in _chunks(steps, size):
+            z = model.encode(x[:, start:start + count].transpose(0, 1))  # [K, batch, H]
+            for index, run in enumerate(runs):
+                z = model.mix(index, z, run.advance(z, final))
+            if mean:  # o_k = (Σ_{i ≤ k} Dec(z_i)) / (k + 1)
+                running = model.decode(z).cumsum(0)
+                if total is not None:
+                    running += total
+                total = running[-1]
+                if keep_outputs:
+                    counts = torch.arange(start + 1, start + count + 1, dtype=running.dtype, device=running.device)
+                    pieces.append((running / counts.view(-1, *([1] * (running.dim() - 1)))).transpose(0, 1))
+            elif keep_outputs:
+                pieces.append(model.decode(z).transpose(0, 1))
+            else:
+                last = z[-1]
+        if keep_outputs:
+            outputs = torch.cat(pieces, dim=1)
+        else:
+            outputs = total / steps if mean else model.decode(last)
+    return [(run.q, run.p) for run in runs], outputs
+
+
+def _chunks(steps: int, size: int):
+    """(start, count, is the last chunk) of each chunk of ``size`` steps."""
+    for start in range(0, steps, size):
+        count = min(size, steps - start)
+        yield start, count, start + count == steps
+
+
+class _Layer:
+    """One HRU layer run chunk after chunk in merged steps: ``advance(u, final)`` consumes a
+    chunk's inputs u [K, batch, m] (time-major) and returns its positions q_1..q_K [K, batch, n]
+    (``keep``; else None), leaving the final (q, p) in ``q``, ``p`` after the last chunk."""
+
+    def __init__(self, layer, integrator, kind: str, state: tuple[Tensor, Tensor], size: int, keep: bool) -> None:
+        self.c = _Constants(layer, integrator.step_size(layer), kind)
+        q, p = state
+        self.p = p.clone()
+        self.q = None
+        self.size, self.keep = size, keep
+        self.run = _Chunk(self.c, q, size, keep)
+        _half_drift(self.c, q, self.p, out=self.run.positions[0])
+
+    def advance(self, u: Tensor, final: bool) -> Tensor | None:
+        c, run, p = self.c, self.run, self.p
+        count = u.shape[0]
+        drive = run.load(u)
+        merged = count - 1 if final else count  # the last step of all ends with a half drift
+        run(p, merged)
+        buffer = run.positions
+        if final:  # q_T = q_{T−1/2} + (dt/2) p_T
+            last = buffer[merged] if self.keep else buffer[0]
+            _kick(c, p, last, drive[merged])
+            self.q = _half_drift(c, last, p, out=torch.empty_like(last))
+        if not self.keep:
+            return None
+        positions = torch.add(buffer[:merged], buffer[1:merged + 1]).mul_(0.5)
+        if final:
+            positions = torch.cat([positions, self.q.unsqueeze(0)])
+        buffer[0] = buffer[count]
+        return positions
 
 
 def _half_drift(c: _Constants, q: Tensor, p: Tensor, out: Tensor) -> Tensor:
@@ -187,10 +256,9 @@ class _Chunk:
             self.tanh_rows, self.wide_rows = self.wide[..., :n].unbind(0), self.wide.unbind(0)
 
     def load(self, u: Tensor) -> Tensor:
-        """The drives of a chunk's inputs u [batch, K, m] (time-major), into the drive buffer."""
-        count = u.shape[1]
-        out = self.drive[:count]
-        torch.matmul(u.transpose(0, 1), self.c.weight_t, out=out).add_(self.c.bias)
+        """The drives of a chunk's inputs u [K, batch, m] (time-major), into the drive buffer."""
+        out = self.drive[:u.shape[0]]
+        torch.matmul(u, self.c.weight_t, out=out).add_(self.c.bias)
         return out.mul_(self.c.dt) if self.c.kind == "linear" else out
 
     def __call__(self, p: Tensor, count: int) -> None:
