@@ -3,7 +3,7 @@
 The fused echo of a single built-in HRU does the arithmetic of ``PositionVerlet.echo`` through
 the closed-form kernel in another order (half drifts merged, the contrast summed once per chunk
 instead of once per step), so in float64 the two gradients agree to round-off: rtol 1e-11 over a
-few hundred steps of O(1) states (measured ≤ 3e-14). The step-by-step echo is reached with a
+few hundred steps of O(1) states (measured ≤ 3e-14), for a final-step loss and a loss at every step. The step-by-step echo is reached with a
 subclass of PositionVerlet, which the fused path does not take. Both are also checked against
 BPTT (the O(ε²) of the centered estimate) and in float32 against float64.
 """
@@ -29,13 +29,14 @@ class ReferenceVerlet(PositionVerlet):
     """The same step; being a subclass, it takes the step-by-step echo."""
 
 
-def _problem(kind, readout, steps=300):
+def _problem(kind, readout, steps=300, per_step=False):
     torch.manual_seed(3)
     model = (LinearHRU if kind == "linear" else NonlinearHRU)(3, 8, output_size=4 if readout else None)
     x = torch.randn(5, steps, 3)
+    time = (steps,) if per_step else ()
     if readout:
-        return model, x, torch.randint(0, 4, (5,)), CrossEntropy()
-    return model, x, torch.randn(5, 8), SquaredError()
+        return model, x, torch.randint(0, 4, (5, *time)), CrossEntropy()
+    return model, x, torch.randn(5, *time, 8), SquaredError()
 
 
 def _max_relative(a, b):
@@ -47,30 +48,34 @@ def _max_relative(a, b):
 @pytest.mark.parametrize("readout", [True, False])
 @pytest.mark.parametrize("variant", ["centered", "one_sided"])
 @pytest.mark.parametrize("dt", [None, 0.2])
-def test_fused_echo_equals_the_step_by_step_echo(kind, readout, variant, dt, monkeypatch):
-    model, x, y, cost = _problem(kind, readout)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_fused_echo_equals_the_step_by_step_echo(kind, readout, variant, dt, per_step, monkeypatch):
+    """Final-step loss (one nudge, merged drifts) and a loss at every step (a nudge per step)."""
+    model, x, y, cost = _problem(kind, readout, per_step=per_step)
     calls = []
     original = fused.fused_verlet_echo
     monkeypatch.setattr("eqprop.learners.rhel.fused_verlet_echo", lambda *a: calls.append(1) or original(*a))
     fast = RHEL(1e-2, variant=variant, cost=cost, integrator=PositionVerlet(dt), chunk=64).grads(model, x, y)
-    assert calls == [1]  # the fused path ran (five chunks of 64 and one of 44)
+    assert calls == [1]  # the fused path ran (four chunks of 64 and one of 44)
     reference = RHEL(1e-2, variant=variant, cost=cost, integrator=ReferenceVerlet(dt)).grads(model, x, y)
     assert len(calls) == 1  # and the reference did not take it
     assert _max_relative(fast, reference) < 1e-11  # round-off of a reordered sum
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
-def test_chunk_sizes_agree(chunk):
-    model, x, y, cost = _problem("nonlinear", True, steps=50)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_chunk_sizes_agree(chunk, per_step):
+    model, x, y, cost = _problem("nonlinear", True, steps=50, per_step=per_step)
     a = RHEL(1e-2, cost=cost, chunk=chunk).grads(model, x, y)
     b = RHEL(1e-2, cost=cost, chunk=50).grads(model, x, y)
     assert _max_relative(a, b) < 1e-12
 
 
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
-def test_fused_echo_is_second_order_against_bptt(kind):
+@pytest.mark.parametrize("per_step", [False, True])
+def test_fused_echo_is_second_order_against_bptt(kind, per_step):
     """Centered RHEL = BPTT + O(ε²) (exact for the linear HRU): ε 1e-2 → 1e-3 shrinks the error ~100×."""
-    model, x, y, cost = _problem(kind, True, steps=200)
+    model, x, y, cost = _problem(kind, True, steps=200, per_step=per_step)
     reference = BPTT(integrator=PositionVerlet(), cost=cost).grads(model, x, y)
     errors = [relative_error(RHEL(eps, cost=cost).grads(model, x, y), reference) for eps in (1e-2, 1e-3)]
     if kind == "linear":
@@ -80,10 +85,11 @@ def test_fused_echo_is_second_order_against_bptt(kind):
 
 
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
-def test_fused_echo_float32_matches_float64(kind):
+@pytest.mark.parametrize("per_step", [False, True])
+def test_fused_echo_float32_matches_float64(kind, per_step):
     """float32 within 1e-4 of float64 at T = 2000 (the difference of the copies is a state of its
     own; round-off ~u√T·conditioning; measured ~1e-6)."""
-    model, x, y, cost = _problem(kind, True, steps=2000)
+    model, x, y, cost = _problem(kind, True, steps=2000, per_step=per_step)
     model32 = copy.deepcopy(model).float()
     g64 = RHEL(1e-2, cost=cost).grads(model, x, y)
     g32 = RHEL(1e-2, cost=cost).grads(model32, x.float(), y)

@@ -48,6 +48,7 @@ from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
 from ..models.echo_kernels.fused import fused_verlet_echo
 from ..models.hamiltonian import HamiltonianModel
+from ..models.hru import readout_jacobian
 from ..solvers.integrators import PositionVerlet
 from ..solvers.scan import DEFAULT_CHUNK, check_chunk
 
@@ -153,9 +154,10 @@ class RHEL(Learner):
             g_final = cost.grad(outputs, y)
             if mean:
                 upstream = g_final / steps
-        if mode in ("final", None) and not mean and self._fusable(model, kernels, copies):
-            return kernels, stack, self._fused_echo(model, x, kernels[0], stack, states[0], eps_cols[0],
-                                                    g_final if mode == "final" else None)
+        if not mean and self._fusable(model, kernels, copies, mode):
+            fused = self._fused_echo(model, x, y, outputs, mode, kernels[0], stack, states[0], eps_cols[0],
+                                     g_final if mode == "final" else None, toward_zero, zero)
+            return kernels, stack, fused
         with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
             for j in range(steps):
                 k = steps - 1 - j
@@ -203,26 +205,50 @@ class RHEL(Learner):
                     stack.encode_vjp(x_k, delta)
         return kernels, stack, states
 
-    def _fusable(self, model, kernels, copies: int) -> bool:
+    def _fusable(self, model, kernels, copies: int, mode) -> bool:
         """The fused echo (eqprop.models.echo_kernels.fused) applies: one built-in HRU whose input
-        reaches it unchanged, two copies in the difference layout, exactly PositionVerlet."""
+        reaches it unchanged, two copies in the difference layout, exactly PositionVerlet; for a loss
+        at every step, an affine read-out (its Jacobian gives every step's nudge a chunk at a time)."""
         return (type(self.integrator) is PositionVerlet and copies == 2 and len(kernels) == 1
                 and model.hamiltonian_layers() == [model] and type(model).encode is HamiltonianModel.encode
-                and getattr(kernels[0], "fused", False))
+                and type(model).decode is HamiltonianModel.decode and type(model).mix is HamiltonianModel.mix
+                and getattr(kernels[0], "fused", False)
+                and (mode != "per_step" or readout_jacobian(model) is not None))
 
-    def _fused_echo(self, model, x, kernel, stack, state, eps_col, g_final):
-        """The echo of a single HRU: the loss gradient nudges p once, at the start (final-step
-        loss), then the whole sequence runs in fused chunks."""
+    def _fused_echo(self, model, x, y, outputs, mode, kernel, stack, state, eps_col, g_final, toward_zero, zero):
+        """The echo of a single HRU in fused chunks. A final-step loss nudges p once, at the start;
+        a per-step loss before every step, by (ε_c rows) · ∂C/∂o_k · ∂o/∂q, the read-out's
+        parameter gradients summed a chunk at a time at the ε → 0 positions (as the step-by-step
+        echo reads them)."""
         q, p = state
-        batch, copies = x.shape[0], 2
-        if g_final is not None:
+        batch, copies, steps = x.shape[0], 2, x.shape[1]
+        if mode == "final":
             z = stack.mix(0, stack.encode(x[:, -1]), q[batch:2 * batch])
             delta = stack.decode_vjp(z, g_final)
             if delta is not None:
                 _, nudge = stack.mix_vjp(0, delta)
                 if nudge is not None:
                     p.view(copies, batch, *p.shape[1:]).addcmul_(eps_col.reshape(copies, *([1] * p.dim())), nudge)
-        return [fused_verlet_echo(kernel, q, p, x, self.chunk)]
+        if mode != "per_step":
+            return [fused_verlet_echo(kernel, q, p, x, self.chunk)]
+        jacobian = readout_jacobian(model)
+        cost, loss_grads = self.cost, {}
+        scales = eps_col.reshape(1, copies, 1, 1)
+
+        def nudges(start: int, count: int) -> Tensor:
+            where = slice(steps - start - count, steps - start)  # echo step j reads the loss at k = T − 1 − j
+            g = cost.grad(outputs[:, where], y[:, where]).flip(1).transpose(0, 1)  # [K, B, out]
+            loss_grads[start] = g
+            return (scales * torch.matmul(g, jacobian).unsqueeze(1)).reshape(count, copies * batch, -1)
+
+        def on_chunk(start: int, count: int, positions: Tensor) -> None:
+            rows = positions.view(count, copies, batch, -1)
+            reference = rows[:, zero] if zero is not None else torch.add(rows[:, 1], rows[:, 0], alpha=toward_zero)
+            u = x[:, steps - start - count:steps - start].flip(1).transpose(0, 1)
+            stack.mix(0, u.reshape(count * batch, -1), reference.reshape(count * batch, -1))
+            stack.mix_vjp(0, loss_grads.pop(start).reshape(count * batch, -1))
+
+        return [fused_verlet_echo(kernel, q, p, x, self.chunk, nudges, on_chunk)]
 
     def _collect(self, model, x, kernels, stack, states, denominator: float) -> dict[str, Tensor]:
         """dL/dθ = feedforward VJPs − (contrast of the Hamiltonian layers)/(ε_a − ε_b), batch mean."""

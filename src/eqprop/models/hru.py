@@ -25,7 +25,7 @@ from ._checks import positive_int
 from .hamiltonian import HamiltonianModel
 from .scan import affine_scan
 
-__all__ = ["LinearHRU", "NonlinearHRU"]
+__all__ = ["LinearHRU", "NonlinearHRU", "readout_jacobian"]
 
 
 def _physics_is_builtin(model: HamiltonianModel, cls: type) -> bool:
@@ -62,6 +62,18 @@ class _HRU(HamiltonianModel):
         if _physics_is_builtin(self, builtin):
             return getattr(echo_kernels, builtin._kernel)(self, dt, batch, copies)
         return super().echo_kernel(dt, batch, copies)
+
+
+def readout_jacobian(model) -> Tensor | None:
+    """∂output/∂q [out, n] of a built-in HRU whose read-out is the identity or an ``nn.Linear``
+    (constant in q), detached; None for any other model or read-out."""
+    if not isinstance(model, _HRU) or type(model).output is not _HRU.output:
+        return None
+    if model.readout is None:
+        return torch.eye(model.hidden_size, dtype=model.frequency.dtype, device=model.frequency.device)
+    if type(model.readout) is nn.Linear:
+        return model.readout.weight.detach()
+    return None
 
 
 class LinearHRU(_HRU):

@@ -28,19 +28,35 @@ float32 against float64.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
 __all__ = ["fused_verlet_echo"]
 
+Nudges = Callable[[int, int], Tensor]
+OnChunk = Callable[[int, int, Tensor], None]
 
-def fused_verlet_echo(kernel, q: Tensor, p: Tensor, x: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+
+def fused_verlet_echo(kernel, q: Tensor, p: Tensor, x: Tensor, chunk: int, nudges: Nudges | None = None,
+                      on_chunk: OnChunk | None = None) -> tuple[Tensor, Tensor]:
     """Run the echo of ``kernel`` (LinearHRUKernel / NonlinearHRUKernel, two copies, difference
     layout) from (q, p) [2B, n] over x [B, T, m] replayed in reverse time, each step position
-    Verlet with the kernel's dt; no nudge inside the sequence. Returns the final (q, p)."""
-    run = _nonlinear if hasattr(kernel, "coupling") else _linear
+    Verlet with the kernel's dt. Returns the final (q, p).
+
+    ``nudges(start, count)``, when given, returns the increments [count, 2B, n] added to p before
+    echo steps start … start + count − 1 (a loss at every step; the drifts are then not merged),
+    and ``on_chunk(start, count, q)`` receives the positions q [count, 2B, n] at the start of those
+    steps once the chunk has run (where the feedforward maps are read)."""
+    nonlinear = hasattr(kernel, "coupling")
+    if nudges is None:
+        run = _nonlinear if nonlinear else _linear
+        with torch.no_grad():
+            return run(kernel, q, p.clone(), x, min(chunk, x.shape[1]))
+    run = _nonlinear_nudged if nonlinear else _linear_nudged
     with torch.no_grad():
-        return run(kernel, q, p.clone(), x, min(chunk, x.shape[1]))
+        return run(kernel, q, p.clone(), x, min(chunk, x.shape[1]), nudges, on_chunk)
 
 
 def _chunks(steps: int, size: int):
@@ -127,16 +143,18 @@ def _contrast_nonlinear(kernel, G, H, P, u, count: int, last: bool, n: int) -> N
         from .hru import _log_cosh_difference
 
         kernel.log_cosh.add_(_log_cosh_difference(H[:count, batch:2 * batch], H[:count, :batch], t1).sum(0))
-        _momentum_contrast(kernel, P, count, last)
+        if P is not None:
+            _momentum_contrast(kernel, P, count, last)
 
 
-def _momentum_contrast(kernel, P, count: int, last: bool) -> None:
-    """Σ (p_0² − p_1²) over the drifts: each p is read by two half drifts (½ + ½), the last by one."""
+def _momentum_contrast(kernel, P, count: int, last: bool, weight: float = 1.0) -> None:
+    """weight·Σ (p_0² − p_1²) over the drifts. Merged drifts (weight 1): each p is read by two half
+    drifts (½ + ½), the last one by one; otherwise each buffer of p is read by one (weight ½)."""
     batch = kernel.batch
     dp, p1 = P[:count, :batch], P[:count, batch:2 * batch]
     contrast = dp * torch.add(dp, p1, alpha=2.0)
-    kernel.p2.add_(contrast.sum(0))
-    if last:
+    kernel.p2.add_(contrast.sum(0), alpha=weight)
+    if last and weight == 1.0:
         kernel.p2.sub_(contrast[count - 1], alpha=0.5)
 
 
@@ -171,3 +189,94 @@ def _linear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor,
         if not last:
             Q[0] = Q[count]
     return torch.addcmul(Q[count - 1], p, half), p
+
+
+# -- a loss at every step: a nudge before every step, so the half drifts are not merged ---------------
+def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: Nudges,
+                      on_chunk: OnChunk | None) -> tuple[Tensor, Tensor]:
+    """As :func:`_nonlinear`, with p ← p + nudge, a half drift, the kick and a half drift per step;
+    ``start`` holds the positions at integer times (row k: the start of step k of the chunk)."""
+    batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
+    B2, B3 = 2 * batch, 3 * batch
+    half = _number(0.5 * kernel.dt)
+    wt = kernel.coupling_t.contiguous()
+    force = torch.cat([kernel.dt * kernel.coupling, torch.diag_embed((kernel.dt * kernel.a).expand(n))])
+    G = q.new_empty(size, B3, 2 * n)
+    H = q.new_empty(size, B3, n)
+    P = q.new_empty(size, B2, n)             # p after each kick
+    nudged = q.new_empty(size, B2, n)        # p after each nudge
+    start = q.new_empty(size + 1, B2, n)     # q at the start of each step
+    drive = q.new_zeros(size, B3, n)
+    factor = q.new_empty(batch, n)
+    ones = torch.ones_like(factor)
+    Hs, Ps, Ns, Ds, S = H.unbind(0), P.unbind(0), nudged.unbind(0), drive.unbind(0), start.unbind(0)
+    tanh_all, q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
+    q_two, lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
+    d_v, q1_v, q0_v = G[:, :batch, n:].unbind(0), G[:, batch:B2, n:].unbind(0), G[:, B2:, n:].unbind(0)
+    diff_v, t1_v, t0_v = G[:, :batch, :n].unbind(0), G[:, batch:B2, :n].unbind(0), G[:, B2:, :n].unbind(0)
+    start[0] = q
+    addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
+    for first, count, where, last in _chunks(steps, size):
+        u = _reversed_inputs(x, where)
+        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
+        drive[:count, batch:B2] = w
+        drive[:count, B2:] = w
+        increments = nudges(first, count).unbind(0)
+        for k in range(count):
+            p = add(p, increments[k], out=Ns[k])
+            _drift(S[k], p, half, out=q_two[k])
+            add(q1_v[k], d_v[k], out=q0_v[k])
+            addmm(Ds[k], q_all[k], wt, out=Hs[k])
+            tanh(Hs[k], out=tanh_all[k])
+            addcmul(ones, t0_v[k], t1_v[k], value=-1.0, out=factor)
+            diff_v[k].mul_(factor)
+            p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
+            _drift(q_two[k], p, half, out=S[k + 1])
+        _contrast_nonlinear(kernel, G, H, None, u, count, last, n)
+        if kernel.train_dt:
+            _momentum_contrast(kernel, nudged, count, last, 0.5)
+            _momentum_contrast(kernel, P, count, last, 0.5)
+        if on_chunk is not None:
+            on_chunk(first, count, start[:count])
+        p = p.clone()
+        start[0] = start[count]
+    return start[0].clone(), p
+
+
+def _linear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: Nudges,
+                   on_chunk: OnChunk | None) -> tuple[Tensor, Tensor]:
+    """As :func:`_linear` with a nudge before every step (4 operations per step)."""
+    batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
+    dt, half = kernel.dt, 0.5 * kernel.dt
+    dta = dt * kernel.a
+    Q = q.new_empty(size, 2 * batch, n)      # q_h at each kick
+    P = q.new_empty(size, 2 * batch, n)
+    nudged = q.new_empty(size, 2 * batch, n)
+    start = q.new_empty(size + 1, 2 * batch, n)
+    drive = q.new_zeros(size, 2 * batch, n)
+    Qs, Ps, Ns, Ds, S = Q.unbind(0), P.unbind(0), nudged.unbind(0), drive.unbind(0), start.unbind(0)
+    start[0] = q
+    addcmul, add = torch.addcmul, torch.add
+    for first, count, where, last in _chunks(steps, size):
+        u = _reversed_inputs(x, where)
+        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
+        drive[:count, batch:] = w * dt
+        increments = nudges(first, count).unbind(0)
+        for k in range(count):
+            p = add(p, increments[k], out=Ns[k])
+            addcmul(S[k], p, half, out=Qs[k])
+            p = addcmul(p, Qs[k], dta, value=-1.0, out=Ps[k]).add_(Ds[k])
+            addcmul(Qs[k], p, half, out=S[k + 1])
+        d, q1 = Q[:count, :batch], Q[:count, batch:]
+        kernel.q2.add_((d * torch.add(d, q1, alpha=2.0)).sum(0))
+        if kernel.train_dt:
+            kernel.qw.add_((d * w).sum(0))
+            _momentum_contrast(kernel, nudged, count, last, 0.5)
+            _momentum_contrast(kernel, P, count, last, 0.5)
+        kernel.dq.add_(d.sum(0))
+        kernel.dq_u.addmm_(d.reshape(-1, n).t(), u.reshape(-1, u.shape[-1]))
+        if on_chunk is not None:
+            on_chunk(first, count, start[:count])
+        p = p.clone()
+        start[0] = start[count]
+    return start[0].clone(), p
