@@ -4,7 +4,8 @@
     python benchmarks/rhel_speed.py --steps 1000 10000 50000
     python benchmarks/rhel_speed.py --device cuda   # same figures on a GPU (wall time, synchronised)
 
-Headline: NonlinearHRU width 32, batch 8, T = 10k, float32, 1 thread, final-step cross-entropy.
+Headline: NonlinearHRU width 32, batch 8, T = 10k, float32, 1 thread, final-step cross-entropy
+(then the same with a loss at every step; then LinearHRU and a 2-layer HSSM at each ``--steps``).
 The reference is a hand-written eager forward pass (drive B u + b precomputed for all T, then
 addmm / addcmul in place, no autograd). Goals (issue 13): RHEL.grads ≤ 3.0×, RHEL.predict ≤ 1.0×,
 BPTT.grads ≤ 4×. Each figure is the minimum over ``--repeats`` interleaved runs (the machine is
@@ -73,7 +74,7 @@ def measure(model, x, y, device, repeats: int, with_hand: bool) -> dict[str, flo
         short = x[:, :20]
         if fn is runs.get("hand forward"):
             hand_forward(model, short)
-    rhel.grads(model, x[:, :20], y)
+    rhel.grads(model, x[:, :20], y[:, :20] if y.dim() > 1 else y)
     best = {name: float("inf") for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
@@ -98,6 +99,9 @@ def main() -> None:
     print(f"NonlinearHRU T=10000: hand forward {hand:.3f} s")
     for name, goal in (("RHEL.predict", 1.0), ("RHEL.grads", 3.0), ("BPTT.grads", 4.0)):
         print(f"  {name:<13} {best[name]:8.3f} s  {best[name] / hand:6.2f}x hand (goal <= {goal})")
+    per_step = measure(model, x, torch.randint(0, 10, (8, 10000), device=device), device, max(1, args.repeats - 1), True)
+    print("  loss at every step: " + "  ".join(f"{k} {per_step[k] / per_step['hand forward']:.2f}x hand"
+                                              for k in ("RHEL.grads", "BPTT.grads")))
     builders = {"LinearHRU": lambda: LinearHRU(1, 32, output_size=10),
                 "HSSM-2 linear": lambda: HSSM(1, 32, 10, num_layers=2, hru="linear")}
     for name, build in builders.items():
@@ -105,7 +109,9 @@ def main() -> None:
             model = build().to(device)
             x = torch.randn(8, steps, 1, device=device)
             best = measure(model, x, y, device, max(1, args.repeats - 1), isinstance(model, LinearHRU))
-            line = "  ".join(f"{k} {v:.3f} s" for k, v in best.items())
+            hand = best.get("hand forward")
+            line = "  ".join(f"{k} {v:.3f} s" + (f" ({v / hand:.2f}x)" if hand and k != "hand forward" else "")
+                             for k, v in best.items())
             print(f"{name:<14} T={steps:<6} {line}  RHEL/BPTT {best['RHEL.grads'] / best['BPTT.grads']:.2f}")
 
 
