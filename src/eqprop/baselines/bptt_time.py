@@ -5,18 +5,23 @@ of the per-step costs summed over time) through the same integrator step that RH
 (position Verlet by default, with the model's own dt). ``eqprop.baselines.BPTT`` dispatches here
 for a ``HamiltonianModel`` or when given an ``integrator``.
 
-Two paths, the same gradient:
+Three paths, the same gradient:
 
 * a single built-in ``LinearHRU`` / ``NonlinearHRU`` (physics not rewritten, "last" pooling)
   under exactly ``PositionVerlet`` takes the closed-form adjoint of the step
   (:func:`eqprop.solvers.scan_vjp.hru_outputs`): no graph per step, chunks recomputed from
   checkpoints, memory O(T/chunk + chunk); the read-out stays under autograd;
-* anything else — stacks, user Hamiltonians, other integrators, and a *subclass* of
-  PositionVerlet, which is how the reference is reached on an HRU — unrolls ``Integrator.step``
-  with the autograd graph kept (memory O(T)): the reference.
+* an ``HSSM`` of such HRUs (its own encode / mix / decode) under exactly ``PositionVerlet`` runs
+  layer after layer over the whole sequence (:func:`eqprop.solvers.scan_vjp.stack_outputs`):
+  each layer by the closed-form adjoint, the row-wise feedforward maps under autograd on all T
+  steps at once; a graph of O(layers) nodes, memory O(T·H) for the kept streams;
+* anything else — user stacks and Hamiltonians, other integrators, and a *subclass* of
+  PositionVerlet, which is how the reference is reached on an HRU or HSSM — unrolls
+  ``Integrator.step`` with the autograd graph kept (memory O(T)): the reference.
 
 Check: tests/test_rhel.py compares RHEL with it (O(ε²) centered, O(ε) one-sided);
-tests/test_bptt_fast.py the closed-form path with the reference (round-off).
+tests/test_bptt_fast.py and tests/test_bptt_stack.py the closed-form paths with the reference
+(round-off).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..costs import Cost, SquaredError
 from ..estimators.base import Estimate, trainable
 from ..estimators.sequence import check_hamiltonian, check_sequence, simulate, target_mode
 from ..solvers.scan import DEFAULT_CHUNK
-from ..solvers.scan_vjp import hru_outputs
+from ..solvers.scan_vjp import hru_outputs, stack_outputs
 
 __all__ = ["bptt_through_integrator", "predict_sequence"]
 
@@ -53,6 +58,8 @@ def bptt_through_integrator(model, x: Tensor, y: Tensor, integrator=None, cost: 
     params = dict(trainable(model))
     keep = mode == "per_step"
     outputs = hru_outputs(model, x, integrator, keep, chunk)  # None: not a built-in HRU under PositionVerlet
+    if outputs is None:  # an HSSM of built-in HRUs: layer after layer, each by the closed-form adjoint
+        outputs = stack_outputs(model, x, integrator, keep, chunk)
     if outputs is None:
         _, outputs = simulate(model, x, integrator, create_graph=True, keep_outputs=keep)
     with torch.enable_grad():

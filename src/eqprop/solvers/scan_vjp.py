@@ -37,10 +37,11 @@ from torch.autograd.function import once_differentiable
 
 from ..models.hamiltonian import HamiltonianModel
 from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
+from ..models.hssm import HSSM
 from .integrators import PositionVerlet
-from .scan import DEFAULT_CHUNK, check_chunk
+from .scan import DEFAULT_CHUNK, _kind as _layer_kind, check_chunk
 
-__all__ = ["hru_outputs", "hru_scan"]
+__all__ = ["hru_outputs", "hru_scan", "stack_outputs"]
 
 _PROTOCOL = ("kinetic_grad", "hamiltonian_layers", "encode", "mix", "decode")
 
@@ -268,12 +269,22 @@ def _apply(kind: str, model, x: Tensor, q0: Tensor, p0: Tensor, dt: Tensor, keep
                           model.input_weight, model.input_bias, dt, coupling)
 
 
-def hru_scan(model, x: Tensor, dt: Tensor, keep_outputs: bool, chunk: int = DEFAULT_CHUNK):
-    """The differentiable run of a built-in HRU from its initial state (the model is not checked):
-    (q_T, p_T), or the positions q_1..q_T [batch, T, n] with ``keep_outputs``; gradients by the
-    closed-form adjoint."""
+def _fits(kind: str, model, x: Tensor, q0: Tensor, p0: Tensor, dt: Tensor) -> bool:
+    """The Function's assumptions on one layer: one dtype and device, states [batch, n], dt a scalar
+    (a vector per unit for the linear HRU)."""
+    tensors = (q0, p0, model.frequency, model.input_weight, model.input_bias, dt)
+    return not (any(t.dtype != x.dtype or t.device != x.device for t in tensors) or dt.dim() > (kind == "linear")
+                or q0.shape != (x.shape[0], model.hidden_size) or p0.shape != q0.shape
+                or dt.shape not in ((), (model.hidden_size,)))
+
+
+def hru_scan(model, x: Tensor, dt: Tensor, keep_outputs: bool, chunk: int = DEFAULT_CHUNK,
+             state: tuple[Tensor, Tensor] | None = None):
+    """The differentiable run of a built-in HRU (the model is not checked) from ``state`` (default:
+    its own initial state): (q_T, p_T), or the positions q_1..q_T [batch, T, n] with
+    ``keep_outputs``; gradients by the closed-form adjoint, for x, the state and the parameters."""
     kind = "nonlinear" if isinstance(model, NonlinearHRU) else "linear"
-    (q0, p0), = model.init_states(x)
+    (q0, p0), = model.init_states(x) if state is None else (state,)
     return _apply(kind, model, x, q0, p0, dt, keep_outputs, chunk)
 
 
@@ -288,12 +299,46 @@ def hru_outputs(model, x: Tensor, integrator, keep_outputs: bool, chunk: int = D
     dt = integrator.step_size(model)
     with torch.enable_grad():
         (q0, p0), = model.init_states(x)
-        tensors = (q0, p0, model.frequency, model.input_weight, model.input_bias, dt)
-        if any(t.dtype != x.dtype or t.device != x.device for t in tensors) or dt.dim() > (kind == "linear") \
-                or q0.shape != (x.shape[0], model.hidden_size) or p0.shape != q0.shape \
-                or dt.shape not in ((), (model.hidden_size,)):
+        if not _fits(kind, model, x, q0, p0, dt):
             return None
         if keep_outputs:
             return model.output(_apply(kind, model, x, q0, p0, dt, True, chunk))
         q, _ = _apply(kind, model, x, q0, p0, dt, False, chunk)
         return model.output(q)
+
+
+def stack_outputs(model, x: Tensor, integrator, keep_outputs: bool, chunk: int = DEFAULT_CHUNK) -> Tensor | None:
+    """The outputs of an :class:`~eqprop.models.HSSM` of built-in HRUs under PositionVerlet with
+    BPTT's gradients, layer after layer over the whole sequence: the stack is feedforward in depth,
+    so layer i's positions q^i_1..q^i_T come from one closed-form run (:func:`hru_scan`) on its
+    whole input stream z^i [batch, T, H], and the feedforward map z^{i+1} = mix(i, z^i, q^i), the
+    encoder and the decoder (row-wise) run under ordinary autograd on all T steps at once. The
+    graph has O(layers) nodes instead of O(T · layers); the streams z^i and q^i are kept, memory
+    O(T · H · layers) — BPTT's own order. The final output, or all outputs [batch, T, ...] with
+    ``keep_outputs`` (pooling "mean": the running mean of the decoded stream). ``None`` when the
+    model is not such a stack (the gate of :func:`eqprop.solvers.scan.stack_forward`: the reference
+    path then unrolls ``Integrator.step``)."""
+    chunk = check_chunk(chunk)
+    if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
+                                          for n in ("encode", "mix", "decode", "hamiltonian_layers")):
+        return None
+    layers = model.hamiltonian_layers()
+    kinds = [_layer_kind(layer, integrator) for layer in layers]
+    if any(kind is None for kind in kinds):
+        return None
+    dts = [integrator.step_size(layer) for layer in layers]
+    with torch.enable_grad():
+        states = model.init_states(x)
+        z = model.encode(x)  # [batch, T, H]
+        if any(not _fits(kind, layer, z, q0, p0, dt) for kind, layer, (q0, p0), dt in zip(kinds, layers, states, dts)):
+            return None
+        for index, (kind, layer, (q0, p0), dt) in enumerate(zip(kinds, layers, states, dts)):
+            z = model.mix(index, z, _apply(kind, layer, z, q0, p0, dt, True, chunk))
+        steps = x.shape[1]
+        if model.pooling == "mean":  # o_k = (Σ_{i ≤ k} Dec(z_i)) / (k + 1)
+            out = model.decode(z)
+            if not keep_outputs:
+                return out.sum(1) / steps
+            counts = torch.arange(1, steps + 1, dtype=out.dtype, device=out.device)
+            return out.cumsum(1) / counts.view(-1, *([1] * (out.dim() - 2)))
+        return model.decode(z) if keep_outputs else model.decode(z[:, -1])
