@@ -50,7 +50,7 @@ from ..models.echo_kernels.fused import fused_verlet_echo
 from ..models.hamiltonian import HamiltonianModel
 from ..models.hru import readout_jacobian
 from ..solvers.integrators import PositionVerlet
-from ..solvers.scan import DEFAULT_CHUNK, check_chunk
+from ..solvers.scan import check_chunk
 
 __all__ = ["RHEL"]
 
@@ -67,7 +67,9 @@ class RHEL(Learner):
         check_echo: run one more echo copy at ε = 0 (one_sided has it already) and report its
             return error in ``info["echo_error"]``.
         chunk: steps per chunk of the fast paths (drives and read-outs computed a chunk at a time,
-            the fused echo's buffers); memory O(chunk). An integer ≥ 1.
+            the fused echo's buffers and its contrast summed once per chunk); memory O(chunk), an
+            integer ≥ 1. 64 is as fast as 256 and keeps the process's peak flat in T (measured:
+            with 256 the allocator's heap grew by 3 MB between T = 1k and 50k).
 
     ``info["roundoff"]`` is the estimated relative round-off of the contrast (about u·√T with the
     closed-form kernels, which carry the difference of the ± copies as a state of its own and so
@@ -78,7 +80,7 @@ class RHEL(Learner):
     model_kinds = ("hamiltonian",)
 
     def __init__(self, epsilon: float, variant: str = "centered", integrator=None, cost: Cost | None = None,
-                 check_echo: bool = False, chunk: int = DEFAULT_CHUNK) -> None:
+                 check_echo: bool = False, chunk: int = 64) -> None:
         self.epsilon = check_beta("epsilon", epsilon)
         self.variant = check_echo_variant("RHEL", variant)
         self.integrator = PositionVerlet() if integrator is None else integrator
