@@ -9,9 +9,9 @@ each step to round-off (tests/test_bptt_fast.py), the feedforward maps are the s
 batched over T, and the sums over time are taken in another order. In float64 (u ≈ 1.1e-16) over
 T ≤ 60 steps of a stable (symplectic) recurrence through up to three layers the disagreement is
 measured ≤ 1.5e-13 relative (the largest over HRU × 1–3 layers × pooling × target × activation ×
-norm, the maximum error of a parameter's gradient over its largest entry); the assertions use rtol 1e-10, far below any dropped or mis-signed
-term (which changes a gradient at O(1)). The reference is reached with a subclass of
-PositionVerlet, which the fast path does not take.
+norm, the maximum error of a parameter's gradient over its largest entry); the assertions use
+rtol 1e-10, far below any dropped or mis-signed term (which changes a gradient at O(1)). The
+reference is reached with a subclass of PositionVerlet, which the fast path does not take.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from eqprop.baselines import BPTT
+from eqprop.baselines.bptt_time import bptt_through_integrator
 from eqprop.costs import CrossEntropy, SquaredError
+from eqprop.estimators.sequence import simulate
 from eqprop.models import HSSM, LinearHRU, NonlinearHRU
 from eqprop.solvers import LeapFrog, PositionVerlet
 from eqprop.solvers.scan_vjp import stack_outputs
@@ -33,10 +35,11 @@ class ReferenceVerlet(PositionVerlet):
     """The same step; being a subclass, it takes the reference path (autograd through each step)."""
 
 
-def _stack(hru="linear", num_layers=2, activation="gelu", norm=True, pooling="last"):
+def _stack(hru="linear", num_layers=2, activation="gelu", norm=True, pooling="last", state_size=None):
     """A float64 HSSM with its parameters spread (non-zero biases, LayerNorm weights ≠ 1), so
     that every gradient term is exercised."""
-    model = HSSM(2, 6, 3, num_layers=num_layers, hru=hru, activation=activation, norm=norm, pooling=pooling)
+    model = HSSM(2, 6, 3, num_layers=num_layers, hru=hru, activation=activation, norm=norm, pooling=pooling,
+                 state_size=state_size)
     model = model.double()
     with torch.no_grad():
         for p in model.parameters():
@@ -60,13 +63,10 @@ def _assert_close(got: dict, want: dict):
 
 
 def _compare(model, x, y, cost=None, dt=None, chunk=None):
-    fast = BPTT(integrator=PositionVerlet(dt), cost=cost)
     if chunk is not None:  # the checkpoint interval of each layer's scan
-        from eqprop.baselines.bptt_time import bptt_through_integrator
-
         got = bptt_through_integrator(model, x, y, PositionVerlet(dt), cost, chunk=chunk)
     else:
-        got = fast.estimate(model, x, y)
+        got = BPTT(integrator=PositionVerlet(dt), cost=cost).estimate(model, x, y)
     want = BPTT(integrator=ReferenceVerlet(dt), cost=cost).estimate(model, x, y)
     _assert_close(got.grads, want.grads)
     assert torch.allclose(got.loss, want.loss, rtol=RTOL)
@@ -98,9 +98,10 @@ def test_activations_and_norm(hru, activation, norm):
 @pytest.mark.parametrize("per_step", [False, True])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_cross_entropy_and_a_fixed_step(per_step, pooling):
-    """Class targets; PositionVerlet(0.2) fixes dt, so the layers' dt get no gradient."""
+    """Class targets; PositionVerlet(0.2) fixes dt, so the layers' dt get no gradient; HRU states
+    narrower than the stream (state_size 4, H = 6)."""
     torch.manual_seed(2)
-    model = _stack("nonlinear", 2, activation="glu", pooling=pooling)
+    model = _stack("nonlinear", 2, activation="glu", pooling=pooling, state_size=4)
     got = _compare(model, *_data(per_step, classes=True), cost=CrossEntropy(), dt=0.2)
     assert not any(name.endswith(".dt") for name in got.grads)
 
@@ -110,6 +111,22 @@ def test_chunk_sizes(chunk):
     torch.manual_seed(3)
     model = _stack("nonlinear", 2, pooling="mean")
     _compare(model, *_data(per_step=True, steps=50), cost=SquaredError(), chunk=chunk)
+
+
+@pytest.mark.parametrize("hru", ["linear", "nonlinear"])
+@pytest.mark.parametrize("per_step", [False, True])
+def test_input_gradient(hru, per_step):
+    """The gradient also reaches x (through the encoder and the first layer's stream)."""
+    torch.manual_seed(7)
+    model = _stack(hru, 2, pooling="mean")
+    x = torch.randn(2, 40, 2, dtype=torch.float64, requires_grad=True)
+    params = [x, *model.parameters()]
+    out = stack_outputs(model, x, PositionVerlet(), per_step, chunk=16)
+    _, reference = simulate(model, x, ReferenceVerlet(), create_graph=True, keep_outputs=per_step)
+    weights = torch.randn_like(reference)
+    got = torch.autograd.grad((out * weights).sum(), params)
+    want = torch.autograd.grad((reference * weights).sum(), params)
+    _assert_close(dict(enumerate(got)), dict(enumerate(want)))
 
 
 def test_trainable_initial_state_of_a_layer():
@@ -158,7 +175,8 @@ def test_what_takes_the_layer_major_path():
 def test_float32_is_as_accurate_as_float32_autograd(hru):
     """HSSM(1, 16, 4, num_layers=2), float32 layer-major BPTT vs the float64 reference, relative
     over all parameters: float32 round-off (u ≈ 6e-8) carried over T steps and two layers,
-    measured 5.4e-7 / 4.1e-7 (linear / nonlinear) at T = 200, float32 autograd 4.2e-7 / 9.3e-7; 1e-4 would catch a sum in a lower precision or a dropped term."""
+    measured 5.4e-7 / 4.1e-7 (linear / nonlinear) at T = 200, float32 autograd 4.2e-7 / 9.3e-7;
+    1e-4 would catch a sum in a lower precision or a dropped term."""
     torch.manual_seed(5)
     model = HSSM(1, 16, 4, num_layers=2, hru=hru).double()
     x, y = torch.randn(4, 200, 1, dtype=torch.float64), torch.randint(0, 4, (4,))

@@ -23,10 +23,16 @@ the linear HRU), ∂κ² = −dt Σ μ ⊙ h, and ∂dt = Σ_k [½ ρ_{k+1}·p_{
 Memory: the forward keeps (h, p) every ``chunk`` steps and the last chunk's buffers; the backward
 recomputes each earlier chunk from its checkpoint (the same code, so bit-identical) and runs its
 adjoint: O(T/chunk + chunk) states instead of BPTT's O(T) graph. ``chunk >= T`` stores the whole
-trajectory and recomputes nothing. Any other model or integrator (a subclass of PositionVerlet
-included) returns ``None`` and takes autograd through ``Integrator.step``, the reference.
-Check: tests/test_bptt_fast.py (equal to autograd through the reference path to round-off, and
-``torch.autograd.gradcheck``).
+trajectory and recomputes nothing.
+
+An :class:`eqprop.models.HSSM` of such HRUs is feedforward in depth, so :func:`stack_outputs` runs
+it layer after layer over the whole sequence: the encoder on all T steps, then per layer one such
+Function on the layer's whole input stream (all q_k kept, the stream's gradient returned) and the
+row-wise feedforward map ``mix`` on all T steps, then the decoder — a graph of O(layers) nodes,
+the streams kept (O(T·H) memory per layer, BPTT's order). Any other model or integrator (a
+subclass of PositionVerlet included) returns ``None`` and takes autograd through
+``Integrator.step``, the reference. Check: tests/test_bptt_fast.py and tests/test_bptt_stack.py
+(equal to autograd through the reference path to round-off, and ``torch.autograd.gradcheck``).
 """
 
 from __future__ import annotations
