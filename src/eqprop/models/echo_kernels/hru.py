@@ -22,8 +22,11 @@ def _log_cosh_difference(h1: Tensor, delta: Tensor, t1: Tensor) -> Tensor:
     """log cosh(h_1 + δ) − log cosh h_1 = log1p(2 sinh²(δ/2) + t_1 sinh δ) for |δ| < 1 (no
     cancellation at small δ); for larger δ, where nothing cancels, the two terms directly."""
     half = torch.sinh(0.5 * delta)
-    small = torch.log1p(torch.addcmul(2.0 * half * half, t1, torch.sinh(delta)).clamp_(min=-0.9))  # exact ≥ e^{−1} − 1
-    return torch.where(delta.abs() < 1.0, small, _log_cosh(h1 + delta) - _log_cosh(h1))
+    small = torch.log1p(torch.addcmul(half.mul_(half).mul_(2.0), t1, torch.sinh(delta)).clamp_(min=-0.9))  # ≥ e^{−1} − 1
+    large = delta.abs() >= 1.0
+    if not bool(large.any()):  # the usual case at small ε: no second branch to evaluate
+        return small
+    return torch.where(large, _log_cosh(h1 + delta) - _log_cosh(h1), small)
 
 
 class _HRUKernel:
