@@ -199,6 +199,9 @@ def test_bad_input_gets_one_sentence_errors(problem):
         HEB(1e-3, variant="forward")
     with pytest.raises(ConfigurationError, match="steps must be a positive integer"):
         HEB(1e-3, steps=0)
+    for dtype in (torch.int32, "float64", torch.complex64):
+        with pytest.raises(ConfigurationError, match="echo_dtype must be None or a real floating"):
+            HEB(1e-3, echo_dtype=dtype)
     with pytest.raises(ConfigurationError, match="steps=N"):
         HEB(1e-3).grads(model, x, y)
     with pytest.raises(ConfigurationError, match="final time only"):

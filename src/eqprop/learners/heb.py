@@ -31,7 +31,7 @@ echo's end, back through ``init_state``.
 
 Precision. With finite m the contrast is π_a − π_b of two accumulated joint states, which loses
 about |X|/(|η_a − η_b|·|∇C|) of the dtype's digits; the echo (not the forward run) therefore runs
-in float64 when the model is float32 or 16-bit (``echo_dtype``), which costs 1.0–1.7× on CPU and
+in float64 when the model is float32 or 16-bit (``echo_dtype``), which costs 1.1–1.5× on CPU and
 makes the float32 gradient as exact as the frozen one (docs/heb.md, "Float32 and bfloat16"). With
 1/m = 0 the model's echo kernel is stepped; the built-in HRUs' closed forms carry the difference
 of the copies as a state of their own. ``info["roundoff"]`` is the estimated relative round-off
