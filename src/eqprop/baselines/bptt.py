@@ -35,13 +35,14 @@ class BPTT(EnergyLearner):
     (physics not rewritten, "last" pooling) under exactly :class:`eqprop.solvers.PositionVerlet`
     (the default) takes the closed-form VJP of the step (:mod:`eqprop.solvers.scan_vjp`: the
     adjoint run backward chunk by chunk from checkpoints, no graph per step, memory O(T/chunk +
-    chunk)); everything else unrolls the integrator under autograd. That eager path is the
-    reference, reached on an HRU by passing a subclass of PositionVerlet
-    (``class ReferenceVerlet(PositionVerlet): pass``).
+    chunk)); an :class:`eqprop.models.HSSM` of them runs layer after layer over the whole sequence
+    through the same VJP (``scan_vjp.stack_outputs``: one autograd node per layer, memory O(T·H));
+    everything else unrolls the integrator under autograd. That eager path is the reference,
+    reached by passing a subclass of PositionVerlet (``class ReferenceVerlet(PositionVerlet): pass``).
 
     Check: it is the reference; tests/test_ep.py checks it equal to implicit differentiation
     once the relaxation has converged; tests/test_bptt_fast.py checks the closed-form VJP
-    against the eager path to round-off.
+    against the eager path to round-off, tests/test_bptt_stack.py the stack path.
     """
 
     model_kinds = ("energy", "hamiltonian")
