@@ -13,6 +13,7 @@ The float64 reference is BPTT (float64 RHEL is 1e-7 from it at ε = 1e-2: the O(
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from eqprop.check import relative_error
 from eqprop.costs import CrossEntropy
 from eqprop.errors import PrecisionWarning
 from eqprop.learners import HEB, RHEL, ContinuousRHEL
-from eqprop.models import HSSM, HamiltonianModel, LinearHRU, NonlinearHRU
+from eqprop.models import HSSM, HamiltonianModel, NonlinearHRU
 from eqprop.solvers import LeapFrog, PositionVerlet
 
 
@@ -173,8 +174,22 @@ def test_small_epsilon_for_the_dtype_warns_with_the_estimate():
     with pytest.warns(PrecisionWarning, match="estimated relative error"):
         estimate = RHEL(1e-6).estimate(model, x, y)
     assert estimate.info["roundoff"] > 0.1
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
         assert RHEL(1e-6).estimate(model.double(), x.double(), y.double()).info["roundoff"] < 1e-3
+
+
+def test_heb_and_continuous_rhel_warn_when_the_contrast_is_below_round_off():
+    """The user's Hamiltonian steps the autograd kernel, which subtracts two float32 copies: at
+    ε = η = 1e-6 the estimate u√N|Φ|/(2ε|λ|) exceeds 0.1 and both learners warn with it; HEB with a
+    finite mass runs its echo in float64 by default, so only the forward run's u√N is left: no warning."""
+    model = Pendulums().float()
+    x, y = torch.randn(4, 21, 2).float(), torch.randn(4, 3).float()
+    with pytest.warns(PrecisionWarning, match="estimated relative error"):
+        assert ContinuousRHEL(1e-6, 0.15).estimate(model, x, y).info["roundoff"] > 0.1
+    model.dt.requires_grad_(False)  # HEB trains positions of H only
+    with pytest.warns(PrecisionWarning, match="estimated relative error"):
+        assert HEB(1e-6, integrator=LeapFrog(dt=0.15)).estimate(model, x, y).info["roundoff"] > 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        assert HEB(1e-6, mass=10.0, integrator=LeapFrog(dt=0.15)).estimate(model, x, y).info["roundoff"] < 1e-5

@@ -214,9 +214,12 @@ class HEB(Learner):
         loss = per_sample.detach().reshape(per_sample.shape[0], -1).sum(1).mean()
         return output.detach(), loss, joint.join(grad_q, grad_theta)
 
-    def _echo_dtype(self, dtype: torch.dtype) -> torch.dtype:
+    def _echo_dtype(self, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+        """``echo_dtype``, else float64 for a float32 / 16-bit model (except on MPS, which has no float64)."""
         if self.echo_dtype is not None:
             return self.echo_dtype
+        if device.type == "mps":
+            return dtype
         return torch.float64 if dtype in (torch.float32, torch.bfloat16, torch.float16) else dtype
 
     def _echo(self, joint, dt, Q_T, P_T, force, x_seq: Tensor, etas: list[float], batch: int):
@@ -226,7 +229,7 @@ class HEB(Learner):
         that joint system and the echo's end (Q, P), one row block per copy.
         """
         copies = len(etas)
-        dtype = self._echo_dtype(Q_T.dtype)
+        dtype = self._echo_dtype(Q_T.dtype, Q_T.device)
         if dtype != Q_T.dtype:
             joint = JointSystem(joint.model, joint.names, joint.inv_mass, joint.q_shape, dtype=dtype)
             Q_T, P_T, force, dt = (t.to(dtype) for t in (Q_T, P_T, force, dt))
