@@ -29,7 +29,7 @@ allocated before the measurement. ContinuousRHEL kept a Python list of the N tra
 for its echo copies; both now read them one step at a time. Measured (NonlinearHRU width 32,
 batch 8, float32), T = 1k / 10k / 50k: ``--system continuous`` (2 repeats) extra 0.0 / 0.0 / 0.0 MB
 (was 0.0 / – / 1.8 MB), total peak 50k / 1k = 1.006, 0.52 / 5.6 / 24.6 s CPU; ``--system heb``
-(mass 1e8, LeapFrog(dt=0.1), 1 repeat) extra 0.4 / 0.8 / 0.7 MB, total peak 50k / 1k = 1.007,
+(mass 1e8, LeapFrog(dt=0.1), 1 repeat) extra 0.4 / 0.8 / 0.7 MB (was 0.7 / 11.1 / – MB), total peak 50k / 1k = 1.007,
 8.5 / 64 / 356 s CPU. The HEB extra is sub-MB allocator noise, not growth: 0.6 / 0.4 / 0.5 MB at
 T = 1k and 0.5 / 0.8 / 0.5 MB at 5k over three repeats (its float64 echo state and per-row θ).
 
