@@ -66,9 +66,34 @@ def _chunks(steps: int, size: int):
         yield start, count, slice(steps - start - count, steps - start), start + count == steps
 
 
-def _reversed_inputs(x: Tensor, where: slice) -> Tensor:
-    """A chunk's inputs, latest first, time-major [K, B, m]."""
-    return x[:, where].flip(1).transpose(0, 1)
+class _Scratch:
+    """Buffers for the chunk-level work, made once per echo: the chunk's inputs latest first (U) and
+    their drive w = B u + b (W), and three work arrays for the contrast sums. Nothing of a chunk's
+    size is allocated after this (a temporary per chunk let the allocator's heap grow with T)."""
+
+    def __init__(self, kernel, like: Tensor, size: int, n: int, input_size: int) -> None:
+        batch = kernel.batch
+        self.kernel, self.size = kernel, size
+        self.U = like.new_empty(size, batch, input_size)
+        self.W = like.new_empty(size, batch, n)
+        self.work = [like.new_empty(size, batch, n) for _ in range(3)]
+        self.mask = torch.empty(size, batch, n, dtype=torch.bool, device=like.device)
+        self._reverse: dict[int, Tensor] = {}
+
+    def inputs(self, x: Tensor, where: slice, count: int) -> tuple[Tensor, Tensor]:
+        """(u, w) of a chunk, [count, B, ·], time-major, latest first."""
+        if count not in self._reverse:
+            self._reverse[count] = torch.arange(count - 1, -1, -1, device=x.device)
+        u = self.U[:count].index_copy_(0, self._reverse[count], x[:, where].transpose(0, 1))
+        w = torch.matmul(u, self.kernel.weight_t, out=self.W[:count]).add_(self.kernel.bias)
+        return u, w
+
+    def contrast_square(self, accumulator: Tensor, a: Tensor, b: Tensor, count: int, alpha: float = 1.0) -> None:
+        """accumulator += alpha Σ_k a (a + 2b) (= Σ (b + a)² − b², a the difference), in the work arrays."""
+        first, second = self.work[0][:count], self.work[1][:count]
+        first.copy_(a)
+        torch.add(first, b, alpha=2.0, out=second).mul_(first)
+        accumulator.add_(second.sum(0), alpha=alpha)
 
 
 def _drift(q: Tensor, p: Tensor, step, out: Tensor | None = None) -> Tensor:
@@ -108,10 +133,10 @@ def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tens
         kernel._square_contrast(kernel.p2, p, 0.5)
     _drift(q, p, half, out=q_two[0])
     torch.add(q1_v[0], d_v[0], out=q0_v[0])
+    scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
     for start, count, where, last in _chunks(steps, size):
-        u = _reversed_inputs(x, where)
-        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
+        u, w = scratch.inputs(x, where, count)
         drive[:count, batch:B2] = w
         drive[:count, B2:] = w
         for k in range(count):
@@ -122,40 +147,77 @@ def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tens
             p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
             _drift(q_two[k], p, dt, out=q_two[k + 1])
             add(q1_v[k + 1], d_v[k + 1], out=q0_v[k + 1])
-        _contrast_nonlinear(kernel, G, H, P, u, count, last, n)
+        _contrast_nonlinear(kernel, G, H, P, u, count, last, n, scratch)
         p = p.clone()
         if not last:
             G[0] = G[count]
     return _drift(G[count - 1, :B2, n:], p, half), p
 
 
-def _contrast_nonlinear(kernel, G, H, P, u, count: int, last: bool, n: int) -> None:
-    """One chunk's share of the contrast, summed over its K·B rows at once."""
+def _contrast_nonlinear(kernel, G, H, P, u, count: int, last: bool, n: int, scratch: _Scratch) -> None:
+    """One chunk's share of the contrast, summed over its K·B rows at once, in the scratch arrays."""
     batch = kernel.batch
     d, q1 = G[:count, :batch, n:], G[:count, batch:2 * batch, n:]
     diff, t1, t0 = G[:count, :batch, :n], G[:count, batch:2 * batch, :n], G[:count, 2 * batch:, :n]
-    kernel.q2.add_((d * torch.add(d, q1, alpha=2.0)).sum(0))
-    flat_diff, flat_d = diff.reshape(-1, n), d.reshape(-1, n)
-    kernel.t_q.addmm_(flat_diff.t(), q1.reshape(-1, n)).addmm_(t0.reshape(-1, n).t(), flat_d)
-    kernel.dt_sum.add_(diff.sum(0))
-    kernel.dt_u.addmm_(flat_diff.t(), u.reshape(-1, u.shape[-1]))
+    scratch.contrast_square(kernel.q2, d, q1, count)  # leaves a copy of d in work[0]
+    flat_d, flat_q1, flat = (w[:count].view(-1, n) for w in scratch.work)
+    flat_q1.view(count, batch, n).copy_(q1)
+    flat.view(count, batch, n).copy_(diff)
+    kernel.t_q.addmm_(flat.t(), flat_q1)
+    kernel.dt_sum.add_(flat.view(count, batch, n).sum(0))
+    kernel.dt_u.addmm_(flat.t(), u.reshape(-1, u.shape[-1]))
+    flat.view(count, batch, n).copy_(t0)
+    kernel.t_q.addmm_(flat.t(), flat_d)
     if kernel.train_dt:
-        from .hru import _log_cosh_difference
-
-        kernel.log_cosh.add_(_log_cosh_difference(H[:count, batch:2 * batch], H[:count, :batch], t1).sum(0))
+        _log_cosh_contrast(kernel, H[:count, batch:2 * batch], H[:count, :batch], t1, count, scratch)
         if P is not None:
-            _momentum_contrast(kernel, P, count, last)
+            _momentum_contrast(kernel, P, count, last, scratch=scratch)
 
 
-def _momentum_contrast(kernel, P, count: int, last: bool, weight: float = 1.0) -> None:
+def _log_cosh_contrast(kernel, h1: Tensor, delta: Tensor, t1: Tensor, count: int, scratch: _Scratch) -> None:
+    """log_cosh += Σ [log cosh(h_1 + δ) − log cosh h_1], in the work arrays: log1p(2 sinh²(δ/2) +
+    t_1 sinh δ) where |δ| < 1 (no cancellation at small δ), the two log cosh directly elsewhere (where
+    nothing cancels; log cosh h + log 2 = |h| + log1p(e^{−2|h|}))."""
+    first, second, third = (w[:count] for w in scratch.work)
+    torch.mul(delta, 0.5, out=first).sinh_()
+    first.mul_(first).mul_(2.0)
+    torch.sinh(delta, out=second).mul_(t1)
+    first.add_(second).clamp_(min=-0.9).log1p_()
+    torch.abs(delta, out=second)
+    if bool(second.amax() >= 1.0):  # some copies far apart (a long chaotic echo): the direct form there
+        far = torch.ge(second, 1.0, out=scratch.mask[:count])
+        torch.add(h1, delta, out=second)
+        for h, sign in ((second, 1.0), (h1, -1.0)):
+            torch.abs(h, out=third)
+            if sign > 0:
+                second.abs_()
+            else:
+                second.sub_(third)
+            third.mul_(-2.0).exp_().log1p_()
+            second.add_(third, alpha=sign)
+        torch.where(far, second, first, out=first)
+    kernel.log_cosh.add_(first.sum(0))
+
+
+def _momentum_contrast(kernel, P, count: int, last: bool, weight: float = 1.0, scratch: _Scratch | None = None) -> None:
     """weight·Σ (p_0² − p_1²) over the drifts. Merged drifts (weight 1): each p is read by two half
     drifts (½ + ½), the last one by one; otherwise each buffer of p is read by one (weight ½)."""
     batch = kernel.batch
     dp, p1 = P[:count, :batch], P[:count, batch:2 * batch]
-    contrast = dp * torch.add(dp, p1, alpha=2.0)
-    kernel.p2.add_(contrast.sum(0), alpha=weight)
+    scratch.contrast_square(kernel.p2, dp, p1, count, alpha=weight)
     if last and weight == 1.0:
-        kernel.p2.sub_(contrast[count - 1], alpha=0.5)
+        kernel.p2.sub_(scratch.work[1][count - 1], alpha=0.5)  # the last step's term, still in the work array
+
+
+def _contrast_linear(kernel, Q, u: Tensor, w: Tensor, count: int, n: int, scratch: _Scratch) -> None:
+    """One chunk's share of the linear HRU's contrast (q², q ⊙ w, q, qᵀu sums), in the scratch arrays."""
+    batch = kernel.batch
+    scratch.contrast_square(kernel.q2, Q[:count, :batch], Q[:count, batch:2 * batch], count)
+    d = scratch.work[0][:count]  # the copy of the difference rows contrast_square left
+    if kernel.train_dt:
+        kernel.qw.add_(torch.mul(d, w, out=scratch.work[1][:count]).sum(0))
+    kernel.dq.add_(d.sum(0))
+    kernel.dq_u.addmm_(d.view(-1, n).t(), u.reshape(-1, u.shape[-1]))
 
 
 def _linear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -170,21 +232,17 @@ def _linear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor,
     if kernel.train_dt:
         kernel._square_contrast(kernel.p2, p, 0.5)
     torch.addcmul(q, p, half, out=Q[0])
+    scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addcmul = torch.addcmul
     for start, count, where, last in _chunks(steps, size):
-        u = _reversed_inputs(x, where)
-        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
-        drive[:count, batch:] = w * dt
+        u, w = scratch.inputs(x, where, count)
+        drive[:count, batch:].copy_(w).mul_(dt)
         for k in range(count):
             p = addcmul(p, Qs[k], dta, value=-1.0, out=Ps[k]).add_(Ds[k])
             addcmul(Qs[k], p, dt, out=Qs[k + 1])
-        d, q1 = Q[:count, :batch], Q[:count, batch:]
-        kernel.q2.add_((d * torch.add(d, q1, alpha=2.0)).sum(0))
+        _contrast_linear(kernel, Q, u, w, count, n, scratch)
         if kernel.train_dt:
-            kernel.qw.add_((d * w).sum(0))
-            _momentum_contrast(kernel, P, count, last)
-        kernel.dq.add_(d.sum(0))
-        kernel.dq_u.addmm_(d.reshape(-1, n).t(), u.reshape(-1, u.shape[-1]))
+            _momentum_contrast(kernel, P, count, last, scratch=scratch)
         p = p.clone()
         if not last:
             Q[0] = Q[count]
@@ -215,10 +273,10 @@ def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges
     d_v, q1_v, q0_v = G[:, :batch, n:].unbind(0), G[:, batch:B2, n:].unbind(0), G[:, B2:, n:].unbind(0)
     diff_v, t1_v, t0_v = G[:, :batch, :n].unbind(0), G[:, batch:B2, :n].unbind(0), G[:, B2:, :n].unbind(0)
     start[0] = q
+    scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
     for first, count, where, last in _chunks(steps, size):
-        u = _reversed_inputs(x, where)
-        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
+        u, w = scratch.inputs(x, where, count)
         drive[:count, batch:B2] = w
         drive[:count, B2:] = w
         increments = nudges(first, count).unbind(0)
@@ -232,10 +290,10 @@ def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges
             diff_v[k].mul_(factor)
             p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
             _drift(q_two[k], p, half, out=S[k + 1])
-        _contrast_nonlinear(kernel, G, H, None, u, count, last, n)
+        _contrast_nonlinear(kernel, G, H, None, u, count, last, n, scratch)
         if kernel.train_dt:
-            _momentum_contrast(kernel, nudged, count, last, 0.5)
-            _momentum_contrast(kernel, P, count, last, 0.5)
+            _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
+            _momentum_contrast(kernel, P, count, last, 0.5, scratch)
         if on_chunk is not None:
             on_chunk(first, count, start[:count])
         p = p.clone()
@@ -256,25 +314,21 @@ def _linear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: N
     drive = q.new_zeros(size, 2 * batch, n)
     Qs, Ps, Ns, Ds, S = Q.unbind(0), P.unbind(0), nudged.unbind(0), drive.unbind(0), start.unbind(0)
     start[0] = q
+    scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addcmul, add = torch.addcmul, torch.add
     for first, count, where, last in _chunks(steps, size):
-        u = _reversed_inputs(x, where)
-        w = torch.matmul(u, kernel.weight_t).add_(kernel.bias)
-        drive[:count, batch:] = w * dt
+        u, w = scratch.inputs(x, where, count)
+        drive[:count, batch:].copy_(w).mul_(dt)
         increments = nudges(first, count).unbind(0)
         for k in range(count):
             p = add(p, increments[k], out=Ns[k])
             addcmul(S[k], p, half, out=Qs[k])
             p = addcmul(p, Qs[k], dta, value=-1.0, out=Ps[k]).add_(Ds[k])
             addcmul(Qs[k], p, half, out=S[k + 1])
-        d, q1 = Q[:count, :batch], Q[:count, batch:]
-        kernel.q2.add_((d * torch.add(d, q1, alpha=2.0)).sum(0))
+        _contrast_linear(kernel, Q, u, w, count, n, scratch)
         if kernel.train_dt:
-            kernel.qw.add_((d * w).sum(0))
-            _momentum_contrast(kernel, nudged, count, last, 0.5)
-            _momentum_contrast(kernel, P, count, last, 0.5)
-        kernel.dq.add_(d.sum(0))
-        kernel.dq_u.addmm_(d.reshape(-1, n).t(), u.reshape(-1, u.shape[-1]))
+            _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
+            _momentum_contrast(kernel, P, count, last, 0.5, scratch)
         if on_chunk is not None:
             on_chunk(first, count, start[:count])
         p = p.clone()

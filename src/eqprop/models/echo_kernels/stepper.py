@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused import _contrast_nonlinear, _momentum_contrast, _number
+from .fused import _contrast_linear, _contrast_nonlinear, _momentum_contrast, _number, _Scratch
 
 __all__ = ["VerletEchoStepper"]
 
@@ -41,7 +41,8 @@ class VerletEchoStepper:
         self.start = new(chunk, B2, n)               # q after each step (integer time)
         self.P = new(chunk, B2, n)                   # p after each kick
         self.nudged = new(chunk, B2, n)              # p at the first drift of each step
-        self.U = new(chunk, batch, input_size)       # each step's input
+        self.scratch = _Scratch(kernel, like, chunk, n, input_size)
+        self.U = self.scratch.U                      # each step's input
         self.S, self.Ps, self.Ns, self.Us = (t.unbind(0) for t in (self.start, self.P, self.nudged, self.U))
         dt = kernel.dt
         self.half = _number(0.5 * dt)
@@ -102,21 +103,14 @@ class VerletEchoStepper:
             self._flush()
 
     def _flush(self) -> None:
-        count, kernel = self.row, self.kernel
+        count, kernel, scratch = self.row, self.kernel, self.scratch
         u = self.U[:count]
         if self.nonlinear:
-            _contrast_nonlinear(kernel, self.G, self.H, None, u, count, False, self.n)
+            _contrast_nonlinear(kernel, self.G, self.H, None, u, count, False, self.n, scratch)
         else:
-            batch, n = self.batch, self.n
-            Q = self.Q[:count]
-            d, q1 = Q[:, :batch], Q[:, batch:]
-            kernel.q2.add_((d * torch.add(d, q1, alpha=2.0)).sum(0))
-            if kernel.train_dt:
-                w = torch.addmm(kernel.bias, u.reshape(-1, u.shape[-1]), kernel.weight_t).view(count, batch, n)
-                kernel.qw.add_((d * w).sum(0))
-            kernel.dq.add_(d.sum(0))
-            kernel.dq_u.addmm_(d.reshape(-1, n).t(), u.reshape(-1, u.shape[-1]))
+            w = torch.matmul(u, kernel.weight_t, out=scratch.W[:count]).add_(kernel.bias) if kernel.train_dt else None
+            _contrast_linear(kernel, self.Q, u, w, count, self.n, scratch)
         if kernel.train_dt:
-            _momentum_contrast(kernel, self.nudged, count, False, 0.5)
-            _momentum_contrast(kernel, self.P, count, False, 0.5)
+            _momentum_contrast(kernel, self.nudged, count, False, 0.5, scratch)
+            _momentum_contrast(kernel, self.P, count, False, 0.5, scratch)
         self.row = 0
