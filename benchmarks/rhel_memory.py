@@ -33,14 +33,13 @@ batch 8, float32), T = 1k / 10k / 50k: ``--system continuous`` (2 repeats) extra
 8.5 / 64 / 356 s CPU. The HEB extra is sub-MB allocator noise, not growth: 0.6 / 0.4 / 0.5 MB at
 T = 1k and 0.5 / 0.8 / 0.5 MB at 5k over three repeats (its float64 echo state and per-row θ).
 
-Before the echo kernels (several small autograd calls per layer at every echo step), wall time
-on this machine: RHEL 7.8 / 74 / 219 s vs BPTT 3.7 / 46 / 109 s at T = 1k / 10k / 50k (ratio ≈ 2).
-Measured after, in one run (2 shared CPU cores, 1 thread, defaults, 2 repeats), T = 1k / 10k / 50k:
-RHEL 0.61 / 6.20 / 29.3 s CPU, extra 0.0 / 3.0 / 15.2 MB, total peak 241 / 244 / 258 MB;
-BPTT 1.02 / 11.2 / 51.8 s CPU, extra 61 / 629 / 3137 MB, total peak 303 / 871 / 3381 MB.
-CPU time RHEL / BPTT = 0.60 / 0.55 / 0.57; RHEL total peak 50k / 1k = 1.070.
-``--hru nonlinear --steps 1000 10000``: 0.68 / 6.69 s vs 1.05 / 11.2 s, ratio 0.64 / 0.60.
-(The RHEL "extra" that grows ~0.3 kB per step predates the echo kernels — 16.5 MB at 50k before.)
+Measured in one run (2 shared CPU cores, 1 thread, 1 repeat), T = 1k / 10k / 50k, HSSM of 2 linear
+layers: RHEL 0.38 / 4.30 / 18.1 s CPU, extra 0.2 / 0.6 / 0.2 MB; closed-form BPTT 0.14 / 0.96 /
+4.36 s, 23 / 207 / 743 MB; autograd BPTT 1.40 / 14.9 / 101 s, 61 / 629 / 3137 MB (RHEL / autograd
+BPTT 0.27 / 0.29 / 0.18). ``--system layer --hru nonlinear``: RHEL 0.07 / 0.52 / 3.02 s, extra
+0.4 / 0.5 / 0.4 MB; closed-form BPTT 0.07 / 0.51 / 2.42 s; autograd BPTT 0.54 / 3.90 / 23.9 s.
+(Before the echo kernels RHEL took ≈ 2× autograd BPTT's wall time: 7.8 / 74 / 219 s vs 3.7 / 46 /
+109 s.)
 """
 
 from __future__ import annotations
@@ -123,7 +122,9 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.steps[0], args.batch, args.hidden, args.layers, args.threads,
                                 args.hru, args.system)))
         return
-    print(f"{args.system} (HSSM: {args.layers} {args.hru}-HRU layers, width {args.hidden}, batch {args.batch}, float32, "
+    what = {"hssm": f"HSSM of {args.layers} {args.hru}-HRU layers", "layer": f"one {args.hru} HRU",
+            "heb": "HEB, one NonlinearHRU", "continuous": "ContinuousRHEL, one NonlinearHRU"}[args.system]
+    print(f"{args.system} ({what}, width {args.hidden}, batch {args.batch}, float32, "
           f"{args.threads} thread(s); one gradient per run; {args.repeats} interleaved repeats, min CPU time")
     print(f"{'T':>7} {'method':>6} {'cpu s':>8} {'wall s':>8} {'extra MB':>9} {'total MB':>9}")
     results: dict[tuple[str, int], dict] = {}
