@@ -15,10 +15,10 @@ gradient from two batched echoes (ε = 1e-2), BPTT by autograd through the same 
 simulation. ``build_model``, ``build_learner`` and ``load_data`` are what a training layer reuses.
 
 Measured on this machine (2 shared CPU cores, 1 thread, defaults, seed 0):
-RHEL test accuracy 83.6 %, BPTT 83.8 % (−0.2 points; train 91.6 % both); RHEL 94 s, BPTT 86 s
-of CPU time (25 epochs each; wall time depends on the load of the shared machine). The two runs'
-training losses agree to 3–4 digits at every epoch (e.g. 1.2393 vs 1.2392 at epoch 5).
-Seed 1: RHEL 83.9 %, BPTT 83.7 % (+0.2 points; train 92.2 % both; 79 s vs 84 s CPU).
+RHEL test accuracy 83.8 %, BPTT 83.8 % (train 91.6 % both); RHEL 126 s, BPTT 56 s of CPU time
+(25 epochs each; BPTT takes the closed-form VJP layer after layer, RHEL's echo runs the layers
+together step by step). The two runs' training losses agree to 3–4 digits at every epoch
+(0.3067 both at epoch 25). Seed 1 (before the fast paths): RHEL 83.9 %, BPTT 83.7 % (train 92.2 % both).
 Before (linear HRUs, loss on the last of the 40 steps only, width 48, 15 epochs): 53.5 % both.
 """
 
