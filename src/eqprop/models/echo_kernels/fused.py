@@ -107,28 +107,50 @@ def _number(t: Tensor):
     return float(t) if t.dim() == 0 else t
 
 
+class _NonlinearRows:
+    """The nonlinear echo's chunk buffers and their per-step views, made once per echo (a view costs
+    as much as a small operation). Rows [d; q_1; q_0] (q_0 = q_1 + d, so that one matmul gives all
+    three pre-activations); the buffer G of a step holds [tanh | q_h] side by side,
+    [t_0 − t_1; t_1; t_0 | d; q_1; q_0], so that the force on both p blocks,
+    dt κ² ⊙ q_h + t·dt W, is one matmul of G's first 2B rows by ``force`` = [dt W; diag(dt κ²)].
+    H holds the pre-activations [δ; h_1; h_0] (δ = W d, h_c = W q_c + B u + b), P the momenta after
+    each kick, ``drive`` the drives [0; w; w]."""
+
+    def __init__(self, kernel, like: Tensor, size: int, n: int, carry: bool = False) -> None:
+        batch = kernel.batch
+        B2, B3 = 2 * batch, 3 * batch
+        self.batch = batch
+        self.wt = kernel.coupling_t.contiguous()
+        self.force = torch.cat([kernel.dt * kernel.coupling, torch.diag_embed((kernel.dt * kernel.a).expand(n))])
+        self.G = like.new_empty(size + 1 if carry else size, B3, 2 * n)  # carry: row K is the next chunk's first
+        self.H = like.new_empty(size, B3, n)
+        self.P = like.new_empty(size, B2, n)
+        self.drive = like.new_zeros(size, B3, n)
+        self.factor = like.new_empty(batch, n)
+        self.ones = torch.ones_like(self.factor)
+        G, H = self.G, self.H
+        self.Hs, self.Ps, self.Ds, self.H_copies = H.unbind(0), self.P.unbind(0), self.drive.unbind(0), H[:, batch:].unbind(0)
+        self.tanh_all, self.q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
+        self.q_two, self.lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
+        blocks = ((0, batch), (batch, B2), (B2, B3))
+        self.d_v, self.q1_v, self.q0_v = (G[:, a:b, n:].unbind(0) for a, b in blocks)
+        self.diff_v, self.t1_v, self.t0_v = (G[:, a:b, :n].unbind(0) for a, b in blocks)
+
+    def load(self, w: Tensor, count: int) -> None:
+        """The drives of a chunk: w into both copy blocks (the difference rows keep 0)."""
+        self.drive[:count, self.batch:2 * self.batch] = w
+        self.drive[:count, 2 * self.batch:] = w
+
+
 def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Rows: [d; q_1; q_0] (q_0 = q_1 + d, so that one matmul gives all three pre-activations) —
-    the buffer G of a step holds [tanh | q_h] side by side, [t_0 − t_1; t_1; t_0 | d; q_1; q_0], so
-    that the force on both p blocks, dt κ² ⊙ q_h + t·dt W, is one matmul of G's first 2B rows by
-    [dt W; diag(dt κ²)]."""
+    """Merged drifts, no nudge inside the sequence: 7 operations per step (rows: :class:`_NonlinearRows`)."""
     batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
-    B2, B3 = 2 * batch, 3 * batch
+    B2 = 2 * batch
     dt, half = _number(kernel.dt), _number(0.5 * kernel.dt)
-    wt = kernel.coupling_t.contiguous()
-    force = torch.cat([kernel.dt * kernel.coupling, torch.diag_embed((kernel.dt * kernel.a).expand(n))])
-    G = q.new_empty(size + 1, B3, 2 * n)
-    H = q.new_empty(size, B3, n)            # [δ; h_1; h_0], δ = W d, h_c = W q_c + B u + b
-    P = q.new_empty(size, B2, n)            # p after each kick
-    drive = q.new_zeros(size, B3, n)        # [0; w; w], w = B u + b
-    factor = q.new_empty(batch, n)
-    ones = torch.ones_like(factor)
-    # per-step views, made once (a view costs as much as a small operation)
-    Gs, Hs, Ps, Ds = G.unbind(0), H.unbind(0), P.unbind(0), drive.unbind(0)
-    tanh_all, q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
-    q_two, lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
-    d_v, q1_v, q0_v = G[:, :batch, n:].unbind(0), G[:, batch:B2, n:].unbind(0), G[:, B2:, n:].unbind(0)
-    diff_v, t1_v, t0_v = G[:, :batch, :n].unbind(0), G[:, batch:B2, :n].unbind(0), G[:, B2:, :n].unbind(0)
+    r = _NonlinearRows(kernel, q, size, n, carry=True)
+    G, H, P, wt, force, factor, ones = r.G, r.H, r.P, r.wt, r.force, r.factor, r.ones
+    Hs, Ps, Ds, tanh_all, q_all, q_two, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.q_two, r.lower
+    d_v, q1_v, q0_v, diff_v, t1_v, t0_v = r.d_v, r.q1_v, r.q0_v, r.diff_v, r.t1_v, r.t0_v
     if kernel.train_dt:
         kernel._square_contrast(kernel.p2, p, 0.5)
     _drift(q, p, half, out=q_two[0])
@@ -137,8 +159,7 @@ def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tens
     addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
     for start, count, where, last in _chunks(steps, size):
         u, w = scratch.inputs(x, where, count)
-        drive[:count, batch:B2] = w
-        drive[:count, B2:] = w
+        r.load(w, count)
         for k in range(count):
             addmm(Ds[k], q_all[k], wt, out=Hs[k])
             tanh(Hs[k], out=tanh_all[k])
@@ -255,30 +276,20 @@ def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges
     """As :func:`_nonlinear`, with p ← p + nudge, a half drift, the kick and a half drift per step;
     ``start`` holds the positions at integer times (row k: the start of step k of the chunk)."""
     batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
-    B2, B3 = 2 * batch, 3 * batch
     half = _number(0.5 * kernel.dt)
-    wt = kernel.coupling_t.contiguous()
-    force = torch.cat([kernel.dt * kernel.coupling, torch.diag_embed((kernel.dt * kernel.a).expand(n))])
-    G = q.new_empty(size, B3, 2 * n)
-    H = q.new_empty(size, B3, n)
-    P = q.new_empty(size, B2, n)             # p after each kick
-    nudged = q.new_empty(size, B2, n)        # p after each nudge
-    start = q.new_empty(size + 1, B2, n)     # q at the start of each step
-    drive = q.new_zeros(size, B3, n)
-    factor = q.new_empty(batch, n)
-    ones = torch.ones_like(factor)
-    Hs, Ps, Ns, Ds, S = H.unbind(0), P.unbind(0), nudged.unbind(0), drive.unbind(0), start.unbind(0)
-    tanh_all, q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
-    q_two, lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
-    d_v, q1_v, q0_v = G[:, :batch, n:].unbind(0), G[:, batch:B2, n:].unbind(0), G[:, B2:, n:].unbind(0)
-    diff_v, t1_v, t0_v = G[:, :batch, :n].unbind(0), G[:, batch:B2, :n].unbind(0), G[:, B2:, :n].unbind(0)
+    r = _NonlinearRows(kernel, q, size, n)
+    G, H, P, wt, force, factor, ones = r.G, r.H, r.P, r.wt, r.force, r.factor, r.ones
+    Hs, Ps, Ds, tanh_all, q_all, q_two, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.q_two, r.lower
+    d_v, q1_v, q0_v, diff_v, t1_v, t0_v = r.d_v, r.q1_v, r.q0_v, r.diff_v, r.t1_v, r.t0_v
+    nudged = q.new_empty(size, 2 * batch, n)        # p after each nudge
+    start = q.new_empty(size + 1, 2 * batch, n)     # q at the start of each step
+    Ns, S = nudged.unbind(0), start.unbind(0)
     start[0] = q
     scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
     for first, count, where, last in _chunks(steps, size):
         u, w = scratch.inputs(x, where, count)
-        drive[:count, batch:B2] = w
-        drive[:count, B2:] = w
+        r.load(w, count)
         increments = nudges(first, count).unbind(0)
         for k in range(count):
             p = add(p, increments[k], out=Ns[k])
@@ -291,14 +302,21 @@ def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges
             p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
             _drift(q_two[k], p, half, out=S[k + 1])
         _contrast_nonlinear(kernel, G, H, None, u, count, last, n, scratch)
-        if kernel.train_dt:
-            _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
-            _momentum_contrast(kernel, P, count, last, 0.5, scratch)
-        if on_chunk is not None:
-            on_chunk(first, count, start[:count])
+        _end_of_nudged_chunk(kernel, nudged, P, start, first, count, last, scratch, on_chunk)
         p = p.clone()
-        start[0] = start[count]
     return start[0].clone(), p
+
+
+def _end_of_nudged_chunk(kernel, nudged: Tensor, P: Tensor, start: Tensor, first: int, count: int, last: bool,
+                         scratch: _Scratch, on_chunk: OnChunk | None) -> None:
+    """The momentum contrast of a chunk (each p read by one half drift), the positions handed to
+    ``on_chunk``, and the chunk's last position moved to row 0 for the next chunk."""
+    if kernel.train_dt:
+        _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
+        _momentum_contrast(kernel, P, count, last, 0.5, scratch)
+    if on_chunk is not None:
+        on_chunk(first, count, start[:count])
+    start[0] = start[count]
 
 
 def _linear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: Nudges,
@@ -326,11 +344,6 @@ def _linear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: N
             p = addcmul(p, Qs[k], dta, value=-1.0, out=Ps[k]).add_(Ds[k])
             addcmul(Qs[k], p, half, out=S[k + 1])
         _contrast_linear(kernel, Q, u, w, count, n, scratch)
-        if kernel.train_dt:
-            _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
-            _momentum_contrast(kernel, P, count, last, 0.5, scratch)
-        if on_chunk is not None:
-            on_chunk(first, count, start[:count])
+        _end_of_nudged_chunk(kernel, nudged, P, start, first, count, last, scratch, on_chunk)
         p = p.clone()
-        start[0] = start[count]
     return start[0].clone(), p

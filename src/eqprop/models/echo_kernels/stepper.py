@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused import _contrast_linear, _contrast_nonlinear, _momentum_contrast, _number, _Scratch
+from .fused import _contrast_linear, _contrast_nonlinear, _momentum_contrast, _NonlinearRows, _number, _Scratch
 
 __all__ = ["VerletEchoStepper"]
 
@@ -35,36 +35,25 @@ class VerletEchoStepper:
         self.kernel, self.size, self.row = kernel, chunk, 0
         self.nonlinear = hasattr(kernel, "coupling")
         batch = kernel.batch
-        B2, B3 = 2 * batch, 3 * batch
         self.batch, self.n = batch, n
         new = like.new_empty
-        self.start = new(chunk, B2, n)               # q after each step (integer time)
-        self.P = new(chunk, B2, n)                   # p after each kick
-        self.nudged = new(chunk, B2, n)              # p at the first drift of each step
+        self.start = new(chunk, 2 * batch, n)        # q after each step (integer time)
+        self.nudged = new(chunk, 2 * batch, n)       # p at the first drift of each step
         self.scratch = _Scratch(kernel, like, chunk, n, input_size)
         self.U = self.scratch.U                      # each step's input
-        self.S, self.Ps, self.Ns, self.Us = (t.unbind(0) for t in (self.start, self.P, self.nudged, self.U))
         dt = kernel.dt
-        self.half = _number(0.5 * dt)
         if self.nonlinear:
-            self.wt = kernel.coupling_t.contiguous()
-            self.force = torch.cat([dt * kernel.coupling, torch.diag_embed((dt * kernel.a).expand(n))])
-            self.input_force = dt * kernel.weight            # ∂_u(dt V) = (t_0 − t_1) dt B
-            self.G = new(chunk, B3, 2 * n)
-            self.H = new(chunk, B3, n)
-            G, H = self.G, self.H
-            self.Hs, self.H_copies = H.unbind(0), H[:, batch:].unbind(0)
-            self.tanh_all, self.q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
-            self.q_two, self.lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
-            self.d_v, self.q1_v, self.q0_v = (G[:, a:b, n:].unbind(0) for a, b in ((0, batch), (batch, B2), (B2, B3)))
-            self.diff_v, self.t1_v, self.t0_v = (G[:, a:b, :n].unbind(0) for a, b in ((0, batch), (batch, B2), (B2, B3)))
-            self.factor = new(batch, n)
-            self.ones = torch.ones_like(self.factor)
+            self.half = _number(0.5 * dt)
+            self.input_force = dt * kernel.weight    # ∂_u(dt V) = (t_0 − t_1) dt B
+            self.rows = rows = _NonlinearRows(kernel, like, chunk, n)
+            self.G, self.H, self.P = rows.G, rows.H, rows.P
         else:
             self.dt, self.dta, self.half = dt, dt * kernel.a, 0.5 * dt
-            self.Q = new(chunk, B2, n)                   # q_h at each kick
+            self.Q = new(chunk, 2 * batch, n)        # q_h at each kick
+            self.P = new(chunk, 2 * batch, n)        # p after each kick
             self.Qs, self.P_copies = self.Q.unbind(0), self.P[:, batch:].unbind(0)
-            self.input_force = kernel.neg_weight_dt      # ∂_u(dt V) = −(d dt) B
+            self.input_force = kernel.neg_weight_dt  # ∂_u(dt V) = −(d dt) B
+        self.S, self.Ps, self.Ns, self.Us = (t.unbind(0) for t in (self.start, self.P, self.nudged, self.U))
 
     def step(self, q: Tensor, p: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         k, kernel = self.row, self.kernel
@@ -73,16 +62,16 @@ class VerletEchoStepper:
         self.Us[k].copy_(u)
         w = torch.addmm(kernel.bias, u, kernel.weight_t)
         if self.nonlinear:
-            half = self.half
-            qh = torch.add(q, p, alpha=half, out=self.q_two[k]) if isinstance(half, float) else \
-                torch.addcmul(q, p, half, out=self.q_two[k])
-            torch.add(self.q1_v[k], self.d_v[k], out=self.q0_v[k])
-            torch.mm(self.q_all[k], self.wt, out=self.Hs[k])
-            self.H_copies[k].view(2, self.batch, -1).add_(w)
-            torch.tanh(self.Hs[k], out=self.tanh_all[k])
-            torch.addcmul(self.ones, self.t0_v[k], self.t1_v[k], value=-1.0, out=self.factor)
-            diff = self.diff_v[k].mul_(self.factor)
-            p = torch.addmm(p, self.lower[k], self.force, alpha=-1.0, out=self.Ps[k])
+            r, half = self.rows, self.half
+            qh = torch.add(q, p, alpha=half, out=r.q_two[k]) if isinstance(half, float) else \
+                torch.addcmul(q, p, half, out=r.q_two[k])
+            torch.add(r.q1_v[k], r.d_v[k], out=r.q0_v[k])
+            torch.mm(r.q_all[k], r.wt, out=r.Hs[k])
+            r.H_copies[k].view(2, self.batch, -1).add_(w)
+            torch.tanh(r.Hs[k], out=r.tanh_all[k])
+            torch.addcmul(r.ones, r.t0_v[k], r.t1_v[k], value=-1.0, out=r.factor)
+            diff = r.diff_v[k].mul_(r.factor)
+            p = torch.addmm(p, r.lower[k], r.force, alpha=-1.0, out=r.Ps[k])
             kernel.input_grad = torch.mm(diff, self.input_force)
         else:
             qh = torch.addcmul(q, p, self.half, out=self.Qs[k])
