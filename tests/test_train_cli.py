@@ -34,6 +34,17 @@ def test_every_experiment_composes_trains_and_evaluates(experiment, tmp_path):
     assert (tmp_path / "resolved_config.yaml").exists() and (tmp_path / "checkpoint.pt").exists()
 
 
+def test_rhel_diagnostics_reach_the_training_log(tmp_path):
+    """RHEL's estimated round-off and (with an ε = 0 copy) the echo's return error are logged per step."""
+    cfg = compose_run(["experiment=rhel_hssm_mnist1d", *TINY, "+learner.check_echo=true", "model.hidden_size=8"])
+    run(cfg, run_dir=tmp_path)
+    rows = read_csv(tmp_path / "diagnostics.csv")
+    assert sorted({r["name"] for r in rows}) == ["echo_error", "roundoff"] and {r["step"] for r in rows} == {"1", "2"}
+    values = {r["name"]: float(r["value"]) for r in rows}
+    assert 0 < values["roundoff"] < 1e-5  # u·√T for float32 at T = 40 (closed-form kernels)
+    assert values["echo_error"] < 1e-4  # the ε = 0 echo returns to the start to float32 round-off
+
+
 @pytest.mark.parametrize("learner", ["ep_positive", "ep_negative", "ep_random_sign", "cl", "cpl", "bptt", "implicit", "cep"])
 def test_every_static_learner_config_takes_a_step(learner, tmp_path):
     result = run(compose_run([f"learner={learner}", "solver.max_steps=5", *QUICK]), run_dir=tmp_path)

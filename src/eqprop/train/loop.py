@@ -26,7 +26,7 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from ..errors import ConfigurationError, NonFiniteError
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistributedContext, all_gather_object, all_reduce_gradients, all_reduce_sum, broadcast_parameters
-from .metrics import MetricsLogger, curve_title, plot_learning_curve
+from .metrics import MetricsLogger, curve_title, diagnostics, plot_learning_curve
 from .options import check_label_range, integer
 from .rundir import check_fresh_start, run_lock
 
@@ -276,7 +276,7 @@ class Trainer:
             totals[2] += correct
             self.step += 1
             self.batch_in_epoch = b + 1
-            logger.log_step(self.step, self.epoch + 1, loss_sum / n, correct / n)
+            logger.log_step(self.step, self.epoch + 1, loss_sum / n, correct / n, diagnostics(out.info))
             bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
             bar.update(1)
             if self.on_step is not None:

@@ -1,7 +1,9 @@
 """Metrics of a run: CSV files, TensorBoard scalars (when tensorboard is installed) and a plot.
 
 ``steps.csv``: one row per optimizer step (step, epoch, loss, accuracy); ``metrics.csv``: one row
-per epoch (train and test loss and accuracy, seconds). Floats are written with ``repr`` so that
+per epoch (train and test loss and accuracy, seconds); ``diagnostics.csv``: one row per step and
+diagnostic a learner reports in its ``info`` (:data:`DIAGNOSTICS`: RHEL's, ContinuousRHEL's and
+HEB's estimated round-off of the contrast and, with an ε = 0 copy, the echo's return error). Floats are written with ``repr`` so that
 two runs can be compared bit for bit. On resume, rows after the checkpoint are dropped. The
 files stay open for the run and are flushed at each epoch and checkpoint (:meth:`MetricsLogger.flush`),
 not at every step.
@@ -16,12 +18,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "plot_learning_curve", "curve_title", "read_csv"]
+__all__ = ["MetricsLogger", "plot_learning_curve", "curve_title", "read_csv", "diagnostics", "DIAGNOSTICS"]
 
 log = logging.getLogger(__name__)
 
 STEP_FIELDS = ["step", "epoch", "loss", "accuracy"]
 EPOCH_FIELDS = ["epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"]
+DIAGNOSTIC_FIELDS = ["step", "name", "value"]
+DIAGNOSTICS = ("roundoff", "echo_error")
+
+
+def diagnostics(info: dict[str, Any]) -> dict[str, float]:
+    """The numbers among a step's ``info`` that a training log keeps (:data:`DIAGNOSTICS`)."""
+    return {k: float(info[k]) for k in DIAGNOSTICS if isinstance(info.get(k), (int, float)) and not isinstance(info[k], bool)}
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -53,6 +62,8 @@ class MetricsLogger:
         self.epochs_path = self.run_dir / "metrics.csv"
         self._steps = self._open(self.steps_path, STEP_FIELDS, "step", resume_step)
         self._epochs = self._open(self.epochs_path, EPOCH_FIELDS, "epoch", resume_epoch)
+        self.diagnostics_path = self.run_dir / "diagnostics.csv"
+        self._diagnostics = self._open(self.diagnostics_path, DIAGNOSTIC_FIELDS, "step", resume_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -71,13 +82,18 @@ class MetricsLogger:
         writer.writerows(rows)
         return writer
 
-    def log_step(self, step: int, epoch: int, loss: float, accuracy: float) -> None:
+    def log_step(self, step: int, epoch: int, loss: float, accuracy: float,
+                 diagnostics: dict[str, float] | None = None) -> None:
         if not self.enabled:
             return
         self._steps.writerow({"step": step, "epoch": epoch, "loss": _fmt(loss), "accuracy": _fmt(accuracy)})
+        for name, value in (diagnostics or {}).items():
+            self._diagnostics.writerow({"step": step, "name": name, "value": _fmt(value)})
         if self.writer is not None:
             self.writer.add_scalar("train/step_loss", loss, step)
             self.writer.add_scalar("train/step_accuracy", accuracy, step)
+            for name, value in (diagnostics or {}).items():
+                self.writer.add_scalar(f"diagnostics/{name}", value, step)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if not self.enabled:
