@@ -11,7 +11,9 @@ Per-step CPU time of the forward pass of a NonlinearHRU (position Verlet, drive 
 * ``compiled step`` — ``torch.compile`` of one functional step, called once per step;
 * ``compiled chunk`` — ``torch.compile`` of ``--unroll`` functional steps unrolled, called once per chunk;
 
-with the compile time of the two compiled variants. The fast path eqprop ships is the one with
+with the compile time of the two compiled variants; then, for the linear HRU, the fused steps
+against the parallel (log-depth) scan of ``eqprop.models.scan`` over the whole sequence and in
+chunks, with the float32 distance of each to the step-by-step loop. The fast path eqprop ships is the one with
 the lowest per-step time; this script is the measurement behind that choice (docs/rhel.md).
 """
 
@@ -99,6 +101,50 @@ def main() -> None:
     for name, seconds in best.items():
         print(f"  {name:<20} {seconds / steps * 1e6:7.1f} us/step  {seconds / fused:5.2f}x fused")
     print(f"  compile time: step {compile_step_s:.1f} s, chunk of {args.unroll} {compile_chunk_s:.1f} s")
+    linear_scan(args.steps * 5, args.repeats)
+
+
+def linear_scan(steps: int, repeats: int) -> None:
+    """The linear HRU: fused steps against the parallel (log-depth) scan, over the whole sequence
+    and in chunks (memory O(chunk)), with the float32 distance of the final state to the loop."""
+    from eqprop.estimators.sequence import simulate
+    from eqprop.models import LinearHRU
+    from eqprop.models.scan import affine_scan
+
+    torch.manual_seed(0)
+    model = LinearHRU(1, 32, output_size=10)
+    x = torch.randn(8, steps, 1)
+    integrator = PositionVerlet()
+
+    def chunked(size):
+        def run():
+            with torch.no_grad():
+                matrix, dt = model.verlet_matrix(), model.dt.expand(32)
+                state = torch.zeros(8, 32, 2)
+                for s in range(0, steps, size):
+                    w = model.drive(x[:, s:s + size])
+                    state = affine_scan(matrix, torch.stack([0.5 * dt * dt * w, dt * w], -1), state)[:, -1]
+                return state[..., 0]
+        return run
+
+    def whole():
+        with torch.no_grad():
+            return model.trajectory(x)[0][:, -1]
+
+    runs = {"fused": lambda: simulate(model, x, integrator)[0][0][0], "scan, whole sequence": whole,
+            "scan, chunks of 64": chunked(64), "scan, chunks of 256": chunked(256)}
+    reference = runs["fused"]()
+    best = {name: float("inf") for name in runs}
+    error = {name: float((fn() - reference).abs().max() / reference.abs().max()) for name, fn in runs.items()}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    print(f"LinearHRU width 32, batch 8, float32, 1 thread, T = {steps} (final state only)")
+    for name, seconds in best.items():
+        print(f"  {name:<22} {seconds / steps * 1e6:7.2f} us/step  {seconds / best['fused']:5.2f}x fused  "
+              f"relative distance to the fused loop {error[name]:.1e}")
 
 
 if __name__ == "__main__":
