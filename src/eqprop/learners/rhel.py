@@ -15,6 +15,10 @@ and keeps no trajectory: memory is independent of N. Each layer steps through it
 (``layer.echo_kernel``, eqprop.models.echo_kernels): closed-form forces and ∂_θS_j for the
 built-in HRUs, autograd for any other Hamiltonian; the feedforward maps through the model's
 *stack kernel* (closed-form VJPs for the HSSM). The whole echo runs under ``torch.no_grad``.
+Under exactly ``PositionVerlet`` the built-in HRUs take fused paths (docs/rhel.md, "Fast paths"):
+a single HRU's whole echo in chunks (:mod:`eqprop.models.echo_kernels.fused`), each layer's step
+of a stack (:mod:`eqprop.models.echo_kernels.stepper`); a subclass of PositionVerlet takes the
+sub-step kernels, the reference they are tested against (tests/test_rhel_fused.py).
 With ``model.pooling == "mean"`` (time-averaged output) the loss gradient reaches step k as
 Σ_{i≥k} g_i/(i+1). Input gradients dL/du_k come out of the
 same contrast, −[∂_uS_j(+ε) − ∂_uS_j(−ε)]/2ε, and are chained through the per-step feedforward
