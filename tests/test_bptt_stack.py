@@ -27,6 +27,7 @@ from eqprop.estimators.sequence import simulate
 from eqprop.models import HSSM, LinearHRU, NonlinearHRU
 from eqprop.solvers import LeapFrog, PositionVerlet
 from eqprop.solvers.scan_vjp import stack_outputs
+from closeness import assert_close
 
 RTOL = 1e-10  # round-off of the reordered arithmetic (module docstring), measured ≤ 1.5e-13
 
@@ -55,11 +56,7 @@ def _data(per_step, steps=60, classes=False):
 
 
 def _assert_close(got: dict, want: dict):
-    assert got.keys() == want.keys()
-    for name in want:
-        scale = float(want[name].abs().max())
-        error = float((got[name] - want[name]).abs().max())
-        assert error <= RTOL * max(scale, 1e-300), (name, error, scale)  # round-off, see RTOL
+    assert_close(got, want, RTOL)  # round-off, see RTOL
 
 
 def _compare(model, x, y, cost=None, dt=None, chunk=None):

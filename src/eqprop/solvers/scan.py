@@ -28,7 +28,7 @@ from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
 from ..models.hssm import HSSM
 from .integrators import PositionVerlet
 
-__all__ = ["fused_step", "hru_forward", "stack_forward", "DEFAULT_CHUNK", "check_chunk"]
+__all__ = ["fused_step", "hru_forward", "stack_forward", "stack_kinds", "DEFAULT_CHUNK", "check_chunk"]
 
 DEFAULT_CHUNK = 256
 
@@ -141,13 +141,10 @@ def stack_forward(model, x: Tensor, integrator, keep_outputs: bool, chunk: int =
     activation, residual, norm — row-wise maps) and the decoder are applied to all the chunk's
     steps at once. Returns (final (q, p) per layer, outputs) as :func:`hru_forward`, or None when
     the model is not such a stack (a user's encode / mix / decode may not be row-wise)."""
-    if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
-                                          for n in ("encode", "mix", "decode", "hamiltonian_layers")):
+    kinds = stack_kinds(model, integrator)
+    if kinds is None:
         return None
     layers = model.hamiltonian_layers()
-    kinds = [_kind(layer, integrator) for layer in layers]
-    if any(kind is None for kind in kinds):
-        return None
     chunk = check_chunk(chunk)
     mean = model.pooling == "mean"
     with torch.no_grad():
@@ -177,6 +174,17 @@ def stack_forward(model, x: Tensor, integrator, keep_outputs: bool, chunk: int =
         else:
             outputs = total / steps if mean else model.decode(last)
     return [(run.q, run.p) for run in runs], outputs
+
+
+def stack_kinds(model, integrator) -> list[str] | None:
+    """The kind ("linear" / "nonlinear") of every layer of an :class:`~eqprop.models.HSSM` whose maps
+    are its own (row-wise) and whose layers are all built-in HRUs under exactly PositionVerlet — the
+    stacks the layer-major fast paths take — else None."""
+    if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
+                                          for n in ("encode", "mix", "decode", "hamiltonian_layers")):
+        return None
+    kinds = [_kind(layer, integrator) for layer in model.hamiltonian_layers()]
+    return None if any(kind is None for kind in kinds) else kinds
 
 
 def _chunks(steps: int, size: int):

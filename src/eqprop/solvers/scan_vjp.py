@@ -43,9 +43,8 @@ from torch.autograd.function import once_differentiable
 
 from ..models.hamiltonian import HamiltonianModel
 from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
-from ..models.hssm import HSSM
 from .integrators import PositionVerlet
-from .scan import DEFAULT_CHUNK, _kind as _layer_kind, check_chunk
+from .scan import DEFAULT_CHUNK, check_chunk, stack_kinds
 
 __all__ = ["hru_outputs", "hru_scan", "stack_outputs"]
 
@@ -325,13 +324,10 @@ def stack_outputs(model, x: Tensor, integrator, keep_outputs: bool, chunk: int =
     model is not such a stack (the gate of :func:`eqprop.solvers.scan.stack_forward`: the reference
     path then unrolls ``Integrator.step``)."""
     chunk = check_chunk(chunk)
-    if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
-                                          for n in ("encode", "mix", "decode", "hamiltonian_layers")):
+    kinds = stack_kinds(model, integrator)
+    if kinds is None:
         return None
     layers = model.hamiltonian_layers()
-    kinds = [_layer_kind(layer, integrator) for layer in layers]
-    if any(kind is None for kind in kinds):
-        return None
     dts = [integrator.step_size(layer) for layer in layers]
     with torch.enable_grad():
         states = model.init_states(x)
