@@ -264,7 +264,7 @@ class RHEL(Learner):
             return (scales * torch.matmul(g, jacobian).unsqueeze(1)).reshape(count, copies * batch, -1)
 
         def on_chunk(start: int, count: int, positions: Tensor) -> None:
-            rows = positions.view(count, copies, batch, -1)
+            rows = positions.reshape(count, copies, batch, -1)
             reference = rows[:, zero] if zero is not None else torch.add(rows[:, 1], rows[:, 0], alpha=toward_zero)
             u = x[:, steps - start - count:steps - start].flip(1).transpose(0, 1)
             stack.mix(0, u.reshape(count * batch, -1), reference.reshape(count * batch, -1))

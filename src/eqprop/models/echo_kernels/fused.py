@@ -14,9 +14,9 @@ kernels: rows ``[0, B)`` hold copy 0 − copy 1, rows ``[B, 2B)`` copy 1) with
   ``out=`` into preallocated chunk buffers, and the contrast summed once per chunk by a few
   large reductions and matrix products over the K·B rows of the chunk.
 
-A nonlinear step is then 7 operations (one matmul for the pre-activations of both copies and
-their difference, one tanh, the stable difference tanh(δ)(1 − t₀t₁), one matmul for the force
-on both p blocks, two drifts), a linear one 3.
+A nonlinear step is then 6 operations (rows [d; q_1; q_0] with their momenta: one matmul for the
+pre-activations of both copies and of their difference, one tanh, the stable difference
+tanh(δ)(1 − t₀t₁) in two, one matmul for the force on the three blocks, one drift), a linear one 3.
 Memory is O(chunk), independent of the sequence length. The accumulators filled are the
 kernel's own (``q2``, ``p2``, ``t_q``, …), so ``kernel.grads()`` reads them as after the step-by-step
 echo. Input gradients (``kernel.input_grad``) are not formed: the caller uses this only for a
@@ -114,9 +114,15 @@ class _NonlinearRows:
     [t_0 − t_1; t_1; t_0 | d; q_1; q_0], so that the force on both p blocks,
     dt κ² ⊙ q_h + t·dt W, is one matmul of G's first 2B rows by ``force`` = [dt W; diag(dt κ²)].
     H holds the pre-activations [δ; h_1; h_0] (δ = W d, h_c = W q_c + B u + b), P the momenta after
-    each kick, ``drive`` the drives [0; w; w]."""
+    each kick, ``drive`` the drives [0; w; w].
 
-    def __init__(self, kernel, like: Tensor, size: int, n: int, carry: bool = False) -> None:
+    ``third_copy``: the momenta carry copy 0 too, [d_p; p_1; p_0], and the force acts on all three
+    blocks with one matmul of all of G's rows, so that one drift advances [d; q_1; q_0] together (no
+    q_0 = q_1 + d per step). Copy 0 then follows its own dynamics and drifts from q_1 + d by
+    round-off; it enters only through t_0 (in 1 − t_0 t_1 and t_0ᵀd, relative precision), while the
+    contrast keeps reading the difference d, δ = W d and tanh δ."""
+
+    def __init__(self, kernel, like: Tensor, size: int, n: int, carry: bool = False, third_copy: bool = False) -> None:
         batch = kernel.batch
         B2, B3 = 2 * batch, 3 * batch
         self.batch = batch
@@ -124,14 +130,14 @@ class _NonlinearRows:
         self.force = torch.cat([kernel.dt * kernel.coupling, torch.diag_embed((kernel.dt * kernel.a).expand(n))])
         self.G = like.new_empty(size + 1 if carry else size, B3, 2 * n)  # carry: row K is the next chunk's first
         self.H = like.new_empty(size, B3, n)
-        self.P = like.new_empty(size, B2, n)
+        self.P = like.new_empty(size, B3 if third_copy else B2, n)
         self.drive = like.new_zeros(size, B3, n)
         self.factor = like.new_empty(batch, n)
         self.ones = torch.ones_like(self.factor)
         G, H = self.G, self.H
         self.Hs, self.Ps, self.Ds, self.H_copies = H.unbind(0), self.P.unbind(0), self.drive.unbind(0), H[:, batch:].unbind(0)
         self.tanh_all, self.q_all = G[:, :, :n].unbind(0), G[:, :, n:].unbind(0)
-        self.q_two, self.lower = G[:, :B2, n:].unbind(0), G[:, :B2].unbind(0)
+        self.q_two, self.lower = G[:, :B2, n:].unbind(0), (G if third_copy else G[:, :B2]).unbind(0)
         blocks = ((0, batch), (batch, B2), (B2, B3))
         self.d_v, self.q1_v, self.q0_v = (G[:, a:b, n:].unbind(0) for a, b in blocks)
         self.diff_v, self.t1_v, self.t0_v = (G[:, a:b, :n].unbind(0) for a, b in blocks)
@@ -143,20 +149,21 @@ class _NonlinearRows:
 
 
 def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Merged drifts, no nudge inside the sequence: 7 operations per step (rows: :class:`_NonlinearRows`)."""
+    """Merged drifts, no nudge inside the sequence, the momenta of all three row blocks carried
+    (:class:`_NonlinearRows` with ``third_copy``): 6 operations per step."""
     batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
     B2 = 2 * batch
     dt, half = _number(kernel.dt), _number(0.5 * kernel.dt)
-    r = _NonlinearRows(kernel, q, size, n, carry=True)
+    r = _NonlinearRows(kernel, q, size, n, carry=True, third_copy=True)
     G, H, P, wt, force, factor, ones = r.G, r.H, r.P, r.wt, r.force, r.factor, r.ones
-    Hs, Ps, Ds, tanh_all, q_all, q_two, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.q_two, r.lower
-    d_v, q1_v, q0_v, diff_v, t1_v, t0_v = r.d_v, r.q1_v, r.q0_v, r.diff_v, r.t1_v, r.t0_v
+    Hs, Ps, Ds, tanh_all, q_all, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.lower
+    t1_v, t0_v, diff_v = r.t1_v, r.t0_v, r.diff_v
     if kernel.train_dt:
         kernel._square_contrast(kernel.p2, p, 0.5)
-    _drift(q, p, half, out=q_two[0])
-    torch.add(q1_v[0], d_v[0], out=q0_v[0])
+    p = _with_copy0(p, batch)
+    _drift(_with_copy0(q, batch), p, half, out=q_all[0])
     scratch = _Scratch(kernel, q, size, n, x.shape[-1])
-    addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
+    addmm, tanh, addcmul = torch.addmm, torch.tanh, torch.addcmul
     for start, count, where, last in _chunks(steps, size):
         u, w = scratch.inputs(x, where, count)
         r.load(w, count)
@@ -166,13 +173,18 @@ def _nonlinear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tens
             addcmul(ones, t0_v[k], t1_v[k], value=-1.0, out=factor)
             diff_v[k].mul_(factor)                        # t_0 − t_1 = tanh(δ)(1 − t_0 t_1)
             p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
-            _drift(q_two[k], p, dt, out=q_two[k + 1])
-            add(q1_v[k + 1], d_v[k + 1], out=q0_v[k + 1])
+            _drift(q_all[k], p, dt, out=q_all[k + 1])
         _contrast_nonlinear(kernel, G, H, P, u, count, last, n, scratch)
         p = p.clone()
         if not last:
             G[0] = G[count]
+    p = p[:B2].clone()
     return _drift(G[count - 1, :B2, n:], p, half), p
+
+
+def _with_copy0(t: Tensor, batch: int) -> Tensor:
+    """[d; x_1] → [d; x_1; x_1 + d] (copy 0 as a block of its own)."""
+    return torch.cat([t, t[batch:2 * batch] + t[:batch]])
 
 
 def _contrast_nonlinear(kernel, G, H, P, u, count: int, last: bool, n: int, scratch: _Scratch) -> None:
@@ -273,38 +285,43 @@ def _linear(kernel, q: Tensor, p: Tensor, x: Tensor, size: int) -> tuple[Tensor,
 # -- a loss at every step: a nudge before every step, so the half drifts are not merged ---------------
 def _nonlinear_nudged(kernel, q: Tensor, p: Tensor, x: Tensor, size: int, nudges: Nudges,
                       on_chunk: OnChunk | None) -> tuple[Tensor, Tensor]:
-    """As :func:`_nonlinear`, with p ← p + nudge, a half drift, the kick and a half drift per step;
-    ``start`` holds the positions at integer times (row k: the start of step k of the chunk)."""
+    """As :func:`_nonlinear`, with p ← p + nudge, a half drift, the kick and a half drift per step
+    (8 operations); ``start`` holds the positions [d; q_1; q_0] at integer times (row k: the start
+    of step k of the chunk), the nudges of copy 0 are those of the difference plus those of copy 1."""
     batch, n, steps = kernel.batch, q.shape[-1], x.shape[1]
+    B2, B3 = 2 * batch, 3 * batch
     half = _number(0.5 * kernel.dt)
-    r = _NonlinearRows(kernel, q, size, n)
+    r = _NonlinearRows(kernel, q, size, n, third_copy=True)
     G, H, P, wt, force, factor, ones = r.G, r.H, r.P, r.wt, r.force, r.factor, r.ones
-    Hs, Ps, Ds, tanh_all, q_all, q_two, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.q_two, r.lower
-    d_v, q1_v, q0_v, diff_v, t1_v, t0_v = r.d_v, r.q1_v, r.q0_v, r.diff_v, r.t1_v, r.t0_v
-    nudged = q.new_empty(size, 2 * batch, n)        # p after each nudge
-    start = q.new_empty(size + 1, 2 * batch, n)     # q at the start of each step
-    Ns, S = nudged.unbind(0), start.unbind(0)
-    start[0] = q
+    Hs, Ps, Ds, tanh_all, q_all, lower = r.Hs, r.Ps, r.Ds, r.tanh_all, r.q_all, r.lower
+    t1_v, t0_v, diff_v = r.t1_v, r.t0_v, r.diff_v
+    nudged = q.new_empty(size, B3, n)        # p after each nudge
+    start = q.new_empty(size + 1, B3, n)     # q at the start of each step
+    increments = q.new_empty(size, B3, n)
+    Ns, S, Is = nudged.unbind(0), start.unbind(0), increments.unbind(0)
+    start[0] = _with_copy0(q, batch)
+    p = _with_copy0(p, batch)
     scratch = _Scratch(kernel, q, size, n, x.shape[-1])
     addmm, tanh, addcmul, add = torch.addmm, torch.tanh, torch.addcmul, torch.add
     for first, count, where, last in _chunks(steps, size):
         u, w = scratch.inputs(x, where, count)
         r.load(w, count)
-        increments = nudges(first, count).unbind(0)
+        given = nudges(first, count)                        # [count, 2B, n]: difference, copy 1
+        increments[:count, :B2] = given
+        torch.add(given[:, :batch], given[:, batch:], out=increments[:count, B2:])
         for k in range(count):
-            p = add(p, increments[k], out=Ns[k])
-            _drift(S[k], p, half, out=q_two[k])
-            add(q1_v[k], d_v[k], out=q0_v[k])
+            p = add(p, Is[k], out=Ns[k])
+            _drift(S[k], p, half, out=q_all[k])
             addmm(Ds[k], q_all[k], wt, out=Hs[k])
             tanh(Hs[k], out=tanh_all[k])
             addcmul(ones, t0_v[k], t1_v[k], value=-1.0, out=factor)
             diff_v[k].mul_(factor)
             p = addmm(p, lower[k], force, alpha=-1.0, out=Ps[k])
-            _drift(q_two[k], p, half, out=S[k + 1])
+            _drift(q_all[k], p, half, out=S[k + 1])
         _contrast_nonlinear(kernel, G, H, None, u, count, last, n, scratch)
         _end_of_nudged_chunk(kernel, nudged, P, start, first, count, last, scratch, on_chunk)
         p = p.clone()
-    return start[0].clone(), p
+    return start[0, :B2].clone(), p[:B2].clone()
 
 
 def _end_of_nudged_chunk(kernel, nudged: Tensor, P: Tensor, start: Tensor, first: int, count: int, last: bool,
@@ -315,7 +332,7 @@ def _end_of_nudged_chunk(kernel, nudged: Tensor, P: Tensor, start: Tensor, first
         _momentum_contrast(kernel, nudged, count, last, 0.5, scratch)
         _momentum_contrast(kernel, P, count, last, 0.5, scratch)
     if on_chunk is not None:
-        on_chunk(first, count, start[:count])
+        on_chunk(first, count, start[:count, :2 * kernel.batch])  # [d; q_1] (not copy 0's own block)
     start[0] = start[count]
 
 
