@@ -167,6 +167,7 @@ class RHEL(Learner):
                                      g_final if mode == "final" else None, toward_zero, zero)
             return kernels, stack, fused
         steppers = [self._stepper(kernel, q) for kernel, (q, _) in zip(kernels, states)]
+        eps_views = [e.reshape(copies, *([1] * q.dim())) for e, (q, _) in zip(eps_cols, states)]
         with torch.no_grad():  # no graph across steps (dt is a parameter): memory independent of N
             for j in range(steps):
                 k = steps - 1 - j
@@ -200,7 +201,7 @@ class RHEL(Learner):
                         delta_direct, nudge = stack.mix_vjp(index, delta)
                         if nudge is not None:  # out of place: a stepper's state is a view of its buffers
                             p = torch.addcmul(p.view(copies, batch, *p.shape[1:]),
-                                              eps_cols[index].reshape(copies, *([1] * p.dim())), nudge).view_as(p)
+                                              eps_views[index], nudge).view_as(p)
                     kernel = kernels[index]
                     kernel.input_grad = None
                     if steppers[index] is not None:
