@@ -19,7 +19,7 @@ from eqprop.costs import SquaredError
 from eqprop.errors import ConfigurationError, ConvergenceError
 from eqprop.learners import EP, ContinualEP, ContrastiveLearning, CoupledLearning
 from eqprop.models import ConvHopfield, HopfieldMLP
-from eqprop.models.base import HopfieldEnergy, resolve_activations
+from eqprop.models.base import HopfieldEnergy
 from eqprop.solvers import Asynchronous, FixedPoint, GradientDescent, Nudge
 
 ORDERS = {"odd_first": lambda n: [range(1, n, 2), range(0, n, 2)],
