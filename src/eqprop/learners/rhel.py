@@ -163,8 +163,8 @@ class RHEL(Learner):
             if mean:
                 upstream = g_final / steps
         if not mean and self._fusable(model, kernels, copies, mode):
-            fused = self._fused_echo(model, x, y, outputs, mode, kernels[0], stack, states[0], eps_cols[0],
-                                     g_final if mode == "final" else None, toward_zero, zero)
+            fused, stack = self._fused_echo(model, x, y, outputs, mode, kernels[0], stack, states[0], eps_cols[0],
+                                            g_final if mode == "final" else None, toward_zero, zero)
             return kernels, stack, fused
         steppers = [self._stepper(kernel, q) for kernel, (q, _) in zip(kernels, states)]
         eps_views = [e.reshape(copies, *([1] * q.dim())) for e, (q, _) in zip(eps_cols, states)]
@@ -241,8 +241,8 @@ class RHEL(Learner):
     def _fused_echo(self, model, x, y, outputs, mode, kernel, stack, state, eps_col, g_final, toward_zero, zero):
         """The echo of a single HRU in fused chunks. A final-step loss nudges p once, at the start;
         a per-step loss before every step, by (ε_c rows) · ∂C/∂o_k · ∂o/∂q, the read-out's
-        parameter gradients summed a chunk at a time at the ε → 0 positions (as the step-by-step
-        echo reads them)."""
+        parameter gradients summed in closed form a chunk at a time at the ε → 0 positions (as the
+        step-by-step echo reads them). Returns the final states and the stack kernel to collect from."""
         q, p = state
         batch, copies, steps = x.shape[0], 2, x.shape[1]
         if mode == "final":
@@ -253,10 +253,13 @@ class RHEL(Learner):
                 if nudge is not None:
                     p.view(copies, batch, *p.shape[1:]).addcmul_(eps_col.reshape(copies, *([1] * p.dim())), nudge)
         if mode != "per_step":
-            return [fused_verlet_echo(kernel, q, p, x, self.chunk)]
-        jacobian = readout_jacobian(model)
+            return [fused_verlet_echo(kernel, q, p, x, self.chunk)], stack
+        jacobian = readout_jacobian(model)  # identity or the nn.Linear's weight (the _fusable gate)
+        readout = model.readout
         cost, loss_grads = self.cost, {}
         scales = eps_col.reshape(1, copies, 1, 1)
+        sums = [] if readout is None else [(t, torch.zeros_like(t)) for t in (readout.weight, readout.bias)
+                                            if t is not None]
 
         def nudges(start: int, count: int) -> Tensor:
             where = slice(steps - start - count, steps - start)  # echo step j reads the loss at k = T − 1 − j
@@ -265,13 +268,18 @@ class RHEL(Learner):
             return (scales * torch.matmul(g, jacobian).unsqueeze(1)).reshape(count, copies * batch, -1)
 
         def on_chunk(start: int, count: int, positions: Tensor) -> None:
+            """The read-out's gradient, Σ_k g_kᵀ q_k and Σ_k g_k at the ε → 0 positions q_k."""
+            g = loss_grads.pop(start).reshape(count * batch, -1)
+            if not sums:
+                return
             rows = positions.reshape(count, copies, batch, -1)
             reference = rows[:, zero] if zero is not None else torch.add(rows[:, 1], rows[:, 0], alpha=toward_zero)
-            u = x[:, steps - start - count:steps - start].flip(1).transpose(0, 1)
-            stack.mix(0, u.reshape(count * batch, -1), reference.reshape(count * batch, -1))
-            stack.mix_vjp(0, loss_grads.pop(start).reshape(count * batch, -1))
+            sums[0][1].addmm_(g.t(), reference.reshape(count * batch, -1))
+            if len(sums) > 1:
+                sums[1][1].add_(g.sum(0))
 
-        return [fused_verlet_echo(kernel, q, p, x, self.chunk, nudges, on_chunk)]
+        states = [fused_verlet_echo(kernel, q, p, x, self.chunk, nudges, on_chunk)]
+        return states, _WithGrads(stack, sums)
 
     def _collect(self, model, x, kernels, stack, states, denominator: float) -> dict[str, Tensor]:
         """dL/dθ = feedforward VJPs − (contrast of the Hamiltonian layers)/(ε_a − ε_b), batch mean."""
@@ -294,6 +302,16 @@ class RHEL(Learner):
             if g is not None:
                 direct[id(p)] += g
         return {name: direct[id(p)] / batch for name, p in trainable(model)}
+
+
+class _WithGrads:
+    """A stack kernel whose gradients also include sums formed outside it (the fused echo's read-out)."""
+
+    def __init__(self, stack, extra: list[tuple[Tensor, Tensor]]) -> None:
+        self.stack, self.extra = stack, extra
+
+    def grads(self) -> list[tuple[Tensor, Tensor]]:
+        return list(self.stack.grads()) + self.extra
 
 
 ROUNDOFF_WARN = 0.1
