@@ -38,7 +38,6 @@ tests/test_echo_kernels.py — the closed forms vs autograd; mean pooling vs BPT
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -47,6 +46,7 @@ from torch import Tensor
 from ..costs import Cost, SquaredError
 from ..errors import PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
+from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
 from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence,
                                    echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
@@ -314,23 +314,18 @@ class _WithGrads:
         return list(self.stack.grads()) + self.extra
 
 
-ROUNDOFF_WARN = 0.1
-
-
 def _roundoff(kernels, final_states, outputs, y, mode, cost, denominator: float, x: Tensor) -> float:
-    """Estimated relative round-off of the contrast: u·√T for a kernel that carries the difference
-    of the copies as its own state (the closed forms), u·√T·|Φ_N|/(|ε_a − ε_b|·|∂L/∂o|) for one that
-    subtracts two stored copies (autograd), u the dtype's unit round-off."""
-    unit = torch.finfo(x.dtype).eps if x.dtype.is_floating_point else 0.0
-    base = unit * math.sqrt(x.shape[1])
+    """Estimated relative round-off of the contrast (:func:`eqprop.estimators.roundoff.contrast_roundoff`):
+    u·√T for kernels that carry the difference of the copies as their own state (the closed forms),
+    u·√T·|Φ_N|/(|ε_a − ε_b|·|∂L/∂o|) for one that subtracts two stored copies (autograd)."""
     if all(getattr(k, "difference", False) for k in kernels):
-        return base
+        return contrast_roundoff(x.dtype, x.shape[1])
     with torch.no_grad():
         last = outputs if mode == "final" else outputs[:, -1]
         target = y if mode == "final" else y[:, -1]
         g = float(cost.grad(last, target).abs().max())
         scale = max(float(t.abs().max()) for state in final_states for t in state)
-    return base * max(scale, 1.0) / (abs(denominator) * g) if g > 0 else base
+    return contrast_roundoff(x.dtype, x.shape[1], subtracted=True, scale=scale, denominator=denominator, gradient=g)
 
 
 def _zero_copy(eps_values: list[float]) -> int | None:
