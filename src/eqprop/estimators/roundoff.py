@@ -12,10 +12,13 @@ u·√N·|Φ|/(|ε_a − ε_b|·|λ|): the 1/ε of cancellation.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-__all__ = ["ROUNDOFF_WARN", "unit_roundoff", "contrast_roundoff"]
+from ..errors import PrecisionWarning
+
+__all__ = ["ROUNDOFF_WARN", "unit_roundoff", "contrast_roundoff", "warn_roundoff"]
 
 ROUNDOFF_WARN = 0.1  # above this estimated relative error a learner warns (PrecisionWarning)
 
@@ -35,3 +38,12 @@ def contrast_roundoff(dtype: torch.dtype, steps: int, subtracted: bool = False, 
     if not subtracted or gradient <= 0 or denominator == 0:
         return base
     return base * max(scale, 1.0) / (abs(denominator) * gradient)
+
+
+def warn_roundoff(roundoff: float, learner: str, nudge: str, value: float, dtype: torch.dtype, fix: str,
+                  stacklevel: int = 2) -> None:
+    """A PrecisionWarning when the estimated relative round-off exceeds :data:`ROUNDOFF_WARN`;
+    ``stacklevel`` counts from the caller of this function."""
+    if roundoff > ROUNDOFF_WARN:
+        warnings.warn(f"{learner}'s contrast at {nudge}={value:g} is near {dtype} round-off (estimated relative "
+                      f"error {roundoff:.1e}); use a larger {nudge} or {fix}.", PrecisionWarning, stacklevel=stacklevel + 1)

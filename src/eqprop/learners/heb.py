@@ -44,17 +44,16 @@ tests/test_rhel_float32.py — float32 and bfloat16 against float64.
 
 from __future__ import annotations
 
-import warnings
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from ..costs import Cost, SquaredError
-from ..errors import ConfigurationError, PrecisionWarning
+from ..errors import ConfigurationError
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.joint import JointSystem, check_joint, check_mass, check_steps, parameter_rows, prepare, run
-from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
+from ..estimators.roundoff import contrast_roundoff, warn_roundoff
 from ..estimators.sequence import check_echo_variant, check_reversible, echo_return_error, initial_state_vjp
 from ..models.echo_kernels import contrast_rows, echo_rows, row_epsilons
 from ..solvers.integrators import Integrator, LeapFrog
@@ -250,9 +249,7 @@ class HEB(Learner):
         roundoff = max(contrast_roundoff(x_seq.dtype, steps),
                        contrast_roundoff(echo_dtype, steps, subtracted, scale, etas[0] - etas[1], gradient))
         info["roundoff"] = roundoff
-        if roundoff > ROUNDOFF_WARN:
-            warnings.warn(f"HEB's contrast at eta={self.eta:g} is near {echo_dtype} round-off (estimated relative "
-                          f"error {roundoff:.1e}); use a larger eta or a float64 echo.", PrecisionWarning, stacklevel=3)
+        warn_roundoff(roundoff, "HEB", "eta", self.eta, echo_dtype, "a float64 echo", stacklevel=3)
 
     def _read(self, model, joint, x_seq, Q_e, P_e, denominator: float, batch: int) -> dict[str, Tensor]:
         """g = −(π_a − π_b)/(η_a − η_b), batch mean, plus λ(0) pulled back through ``init_state``;

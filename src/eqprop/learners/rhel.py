@@ -38,15 +38,13 @@ tests/test_echo_kernels.py — the closed forms vs autograd; mean pooling vs BPT
 
 from __future__ import annotations
 
-import warnings
 
 import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..errors import PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
-from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
+from ..estimators.roundoff import contrast_roundoff, warn_roundoff
 from ..estimators.sequence import (check_echo_variant, check_hamiltonian, check_reversible, check_sequence,
                                    echo_return_error, initial_state_vjp, pooling, simulate, target_mode)
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
@@ -116,10 +114,7 @@ class RHEL(Learner):
         grads = self._collect(model, x, kernels, stack, echo_states, eps[0] - eps[1])
         info = {"mode": mode, "epsilon": self.epsilon, "variant": self.variant,
                 "roundoff": _roundoff(kernels, final_states, outputs, y, mode, self.cost, eps[0] - eps[1], x)}
-        if info["roundoff"] > ROUNDOFF_WARN:
-            warnings.warn(
-                f"RHEL's contrast at epsilon={self.epsilon:g} is near {x.dtype} round-off (estimated relative error "
-                f"{info['roundoff']:.1e}); use a larger epsilon or float64.", PrecisionWarning, stacklevel=2)
+        warn_roundoff(info["roundoff"], "RHEL", "epsilon", self.epsilon, x.dtype, "float64", stacklevel=2)
         if 0.0 in eps:
             info["echo_error"] = _return_error(model, x, kernels, final_states, echo_states, _zero_copy(eps))
         return Estimate(grads=grads, loss=loss, prediction=outputs, info=info)

@@ -34,17 +34,15 @@ tests/test_rhel_float32.py — float32 and bfloat16 against float64.
 
 from __future__ import annotations
 
-import warnings
 
 import torch
 from torch import Tensor
 
 from ..costs import Cost, SquaredError
-from ..errors import PrecisionWarning
 from ..estimators.base import Estimate, Learner, check_beta, trainable
 from ..estimators.continuous import (check_continuous_model, check_grid_integrator, check_step_size, grid_trajectory,
                                      trapezoid_weight, trapezoid_weights)
-from ..estimators.roundoff import ROUNDOFF_WARN, contrast_roundoff
+from ..estimators.roundoff import contrast_roundoff, warn_roundoff
 from ..estimators.sequence import (check_echo_variant, check_reversible, check_sequence, echo_return_error,
                                    initial_state_vjp, target_mode)
 from ..models.echo_kernels import contrast_rows, copy_rows, echo_rows, row_epsilons
@@ -103,10 +101,7 @@ class ContinuousRHEL(Learner):
                                                              integrator=self.integrator)
         info = {"mode": mode}
         grads = self._echo(model, x, y, mode, q_final, p_final, info)
-        if info["roundoff"] > ROUNDOFF_WARN:
-            warnings.warn(f"ContinuousRHEL's contrast at epsilon={self.epsilon:g} is near {x.dtype} round-off "
-                          f"(estimated relative error {info['roundoff']:.1e}); use a larger epsilon or float64.",
-                          PrecisionWarning, stacklevel=2)
+        warn_roundoff(info["roundoff"], "ContinuousRHEL", "epsilon", self.epsilon, x.dtype, "float64", stacklevel=2)
         return Estimate(grads=grads, loss=loss.detach(), prediction=out.detach(), info=info)
 
     def _echo(self, model, x, y, mode, q_final, p_final, info: dict) -> dict[str, Tensor]:
