@@ -38,7 +38,6 @@ tests/test_echo_kernels.py — the closed forms vs autograd; mean pooling vs BPT
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -34,7 +34,6 @@ tests/test_rhel_float32.py — float32 and bfloat16 against float64.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
