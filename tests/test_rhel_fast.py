@@ -84,6 +84,21 @@ def test_stacks_run_layer_after_layer_only_with_the_builtin_maps():
     assert stack_forward(NonlinearHRU(3, 8), x, PositionVerlet(), False) is None
 
 
+@pytest.mark.parametrize("hru", ["linear", "nonlinear"])
+def test_a_stack_with_its_own_map_steps_each_layer_fused(hru):
+    """A user's mix is not known to be row-wise: no layer-major run, but each built-in layer still
+    takes the fused in-place step, equal to the reference to round-off."""
+
+    class OwnMix(HSSM):
+        def mix(self, index, z, q):
+            return 0.5 * super().mix(index, z, q)
+
+    model, x = OwnMix(3, 8, 4, num_layers=2, hru=hru), torch.randn(3, 100, 3)
+    assert stack_forward(model, x, PositionVerlet(), True) is None
+    assert all(fused_step(layer, PositionVerlet(), layer.dt) is not None for layer in model.layers)
+    _compare(model, x, True)
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_stack_chunk_sizes_agree(pooling, chunk):

@@ -77,21 +77,11 @@ class _Constants:
         w = torch.matmul(u, self.weight_t).add_(self.bias)
         return w.mul_(self.dt) if self.kind == "linear" else w
 
-
-    def step_from_drive(self, q: Tensor, p: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
-        """One position-Verlet step on (q, p), w the (linear: dt-scaled) drive of the step: p in
-        place, the new q into ``out`` when given (q itself is then left as it was), else into q."""
-        half = self.half_number
-        if out is None:
-            q_half = q.add_(p, alpha=half) if half is not None else q.addcmul_(p, self.half)
-        else:
-            q_half = torch.add(q, p, alpha=half, out=out) if half is not None else torch.addcmul(q, p, self.half, out=out)
-        p.addcmul_(q_half, self.dta, value=-1.0)
-        if self.kind == "linear":
-            p.add_(w)
-        else:
-            p.addmm_(torch.addmm(w, q_half, self.coupling_t).tanh_(), self.coupling_dt, alpha=-1.0)
-        return q_half.add_(p, alpha=half) if half is not None else q_half.addcmul_(p, self.half)
+    def step_from_drive(self, q: Tensor, p: Tensor, w: Tensor) -> Tensor:
+        """One position-Verlet step on (q, p) in place, w the (linear: dt-scaled) drive of the step."""
+        _half_drift(self, q, p, out=q)
+        _kick(self, p, q, w)
+        return _half_drift(self, q, p, out=q)
 
 
 def fused_step(layer, integrator, dt: Tensor) -> Step | None:
