@@ -28,7 +28,7 @@ from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
 from ..models.hssm import HSSM
 from .integrators import PositionVerlet
 
-__all__ = ["fused_step", "hru_forward", "stack_forward", "stack_kinds", "DEFAULT_CHUNK", "check_chunk"]
+__all__ = ["fused_step", "hru_forward", "stack_forward", "stack_kinds", "hru_kind", "DEFAULT_CHUNK", "check_chunk"]
 
 DEFAULT_CHUNK = 256
 
@@ -42,7 +42,8 @@ def check_chunk(chunk) -> int:
     return chunk
 
 
-def _kind(layer, integrator) -> str | None:
+def hru_kind(layer, integrator) -> str | None:
+    """"linear" / "nonlinear" for a built-in HRU (physics not rewritten) under exactly PositionVerlet, else None."""
     if type(integrator) is not PositionVerlet:
         return None
     for cls, name in ((NonlinearHRU, "nonlinear"), (LinearHRU, "linear")):
@@ -86,7 +87,7 @@ class _Constants:
 
 def fused_step(layer, integrator, dt: Tensor) -> Step | None:
     """The fused in-place step (q, p, u) → (q, p) of a built-in HRU under PositionVerlet, or None."""
-    kind = _kind(layer, integrator)
+    kind = hru_kind(layer, integrator)
     if kind is None:
         return None
     constants = _Constants(layer, dt, kind)
@@ -108,7 +109,7 @@ def hru_forward(model, x: Tensor, integrator, keep_outputs: bool, chunk: int = D
     step k, q_{k+1} = q_{k+1/2} + (dt/2) p_{k+1}, is the midpoint of q_{k+1/2} and q_{k+3/2}, read
     off a chunk's buffer at once. A nonlinear step is then 4 operations, a linear one 3.
     """
-    kind = _kind(model, integrator)
+    kind = hru_kind(model, integrator)
     if kind is None or model.hamiltonian_layers() != [model] or getattr(model, "pooling", "last") != "last":
         return None
     chunk = check_chunk(chunk)
@@ -173,7 +174,7 @@ def stack_kinds(model, integrator) -> list[str] | None:
     if not isinstance(model, HSSM) or any(getattr(type(model), n) is not getattr(HSSM, n)
                                           for n in ("encode", "mix", "decode", "hamiltonian_layers")):
         return None
-    kinds = [_kind(layer, integrator) for layer in model.hamiltonian_layers()]
+    kinds = [hru_kind(layer, integrator) for layer in model.hamiltonian_layers()]
     return None if any(kind is None for kind in kinds) else kinds
 
 

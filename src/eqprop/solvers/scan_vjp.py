@@ -42,9 +42,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..models.hamiltonian import HamiltonianModel
-from ..models.hru import LinearHRU, NonlinearHRU, _physics_is_builtin
-from .integrators import PositionVerlet
-from .scan import DEFAULT_CHUNK, check_chunk, stack_kinds
+from ..models.hru import NonlinearHRU
+from .scan import DEFAULT_CHUNK, check_chunk, hru_kind, stack_kinds
 
 __all__ = ["hru_outputs", "hru_scan", "stack_outputs"]
 
@@ -53,14 +52,11 @@ _PROTOCOL = ("kinetic_grad", "hamiltonian_layers", "encode", "mix", "decode")
 
 def _kind(model, integrator) -> str | None:
     """"linear" / "nonlinear" for a single built-in HRU under exactly PositionVerlet, else None."""
-    if type(integrator) is not PositionVerlet or getattr(model, "pooling", "last") != "last":
+    if getattr(model, "pooling", "last") != "last":
         return None
     if any(getattr(type(model), n, None) is not getattr(HamiltonianModel, n) for n in _PROTOCOL):
         return None
-    for cls, name in ((NonlinearHRU, "nonlinear"), (LinearHRU, "linear")):
-        if isinstance(model, cls):
-            return name if _physics_is_builtin(model, cls) else None
-    return None
+    return hru_kind(model, integrator)
 
 
 class _Plan:
