@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .hru import _log_cosh_difference
+
 __all__ = ["fused_verlet_echo"]
 
 Nudges = Callable[[int, int], Tensor]
@@ -208,28 +210,9 @@ def _contrast_nonlinear(kernel, G, H, P, u, count: int, last: bool, n: int, scra
 
 
 def _log_cosh_contrast(kernel, h1: Tensor, delta: Tensor, t1: Tensor, count: int, scratch: _Scratch) -> None:
-    """log_cosh += Σ [log cosh(h_1 + δ) − log cosh h_1], in the work arrays: log1p(2 sinh²(δ/2) +
-    t_1 sinh δ) where |δ| < 1 (no cancellation at small δ), the two log cosh directly elsewhere (where
-    nothing cancels; log cosh h + log 2 = |h| + log1p(e^{−2|h|}))."""
-    first, second, third = (w[:count] for w in scratch.work)
-    torch.mul(delta, 0.5, out=first).sinh_()
-    first.mul_(first).mul_(2.0)
-    torch.sinh(delta, out=second).mul_(t1)
-    first.add_(second).clamp_(min=-0.9).log1p_()
-    torch.abs(delta, out=second)
-    if bool(second.amax() >= 1.0):  # some copies far apart (a long chaotic echo): the direct form there
-        far = torch.ge(second, 1.0, out=scratch.mask[:count])
-        torch.add(h1, delta, out=second)
-        for h, sign in ((second, 1.0), (h1, -1.0)):
-            torch.abs(h, out=third)
-            if sign > 0:
-                second.abs_()
-            else:
-                second.sub_(third)
-            third.mul_(-2.0).exp_().log1p_()
-            second.add_(third, alpha=sign)
-        torch.where(far, second, first, out=first)
-    kernel.log_cosh.add_(first.sum(0))
+    """log_cosh += Σ [log cosh(h_1 + δ) − log cosh h_1] over the chunk, in the work arrays."""
+    difference = _log_cosh_difference(h1, delta, t1, [w[:count] for w in scratch.work], scratch.mask[:count])
+    kernel.log_cosh.add_(difference.sum(0))
 
 
 def _momentum_contrast(kernel, P, count: int, last: bool, weight: float = 1.0, scratch: _Scratch | None = None) -> None:

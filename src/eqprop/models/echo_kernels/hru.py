@@ -13,20 +13,33 @@ from ._common import is_param, reduce_like
 __all__ = ["LinearHRUKernel", "NonlinearHRUKernel"]
 
 
-def _log_cosh(h: Tensor) -> Tensor:
-    """log cosh h + log 2 = |h| + softplus(−2|h|), stable for large |h|."""
-    return h.abs() + torch.nn.functional.softplus(-2.0 * h.abs())
-
-
-def _log_cosh_difference(h1: Tensor, delta: Tensor, t1: Tensor) -> Tensor:
+def _log_cosh_difference(h1: Tensor, delta: Tensor, t1: Tensor, work: list[Tensor] | None = None,
+                         mask: Tensor | None = None) -> Tensor:
     """log cosh(h_1 + δ) − log cosh h_1 = log1p(2 sinh²(δ/2) + t_1 sinh δ) for |δ| < 1 (no
-    cancellation at small δ); for larger δ, where nothing cancels, the two terms directly."""
-    half = torch.sinh(0.5 * delta)
-    small = torch.log1p(torch.addcmul(half.mul_(half).mul_(2.0), t1, torch.sinh(delta)).clamp_(min=-0.9))  # ≥ e^{−1} − 1
-    large = delta.abs() >= 1.0
-    if not bool(large.any()):  # the usual case at small ε: no second branch to evaluate
-        return small
-    return torch.where(large, _log_cosh(h1 + delta) - _log_cosh(h1), small)
+    cancellation at small δ); for larger δ, where nothing cancels, the two terms directly
+    (log cosh h + log 2 = |h| + log1p(e^{−2|h|}), stable for large |h|).
+
+    ``work``: three arrays shaped like δ to compute in (the result is the first), and ``mask`` a
+    boolean one — the fused echo passes buffers made once; fresh ones are made when None."""
+    first, second, third = work if work is not None else [torch.empty_like(delta) for _ in range(3)]
+    torch.mul(delta, 0.5, out=first).sinh_()
+    first.mul_(first).mul_(2.0)
+    torch.sinh(delta, out=second).mul_(t1)
+    first.add_(second).clamp_(min=-0.9).log1p_()  # the argument is ≥ e^{−1} − 1 where |δ| < 1
+    torch.abs(delta, out=second)
+    if not bool(second.amax() >= 1.0):  # the usual case at small ε: no second branch to evaluate
+        return first
+    far = torch.ge(second, 1.0, out=mask) if mask is not None else second >= 1.0
+    torch.add(h1, delta, out=second)
+    for h, sign in ((second, 1.0), (h1, -1.0)):
+        torch.abs(h, out=third)
+        if sign > 0:
+            second.abs_()
+        else:
+            second.sub_(third)
+        third.mul_(-2.0).exp_().log1p_()
+        second.add_(third, alpha=sign)
+    return torch.where(far, second, first, out=first)
 
 
 class _HRUKernel:
