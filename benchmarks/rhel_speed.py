@@ -70,10 +70,8 @@ def measure(model, x, y, device, repeats: int, with_hand: bool) -> dict[str, flo
             "BPTT.grads": lambda: bptt.grads(model, x, y)}
     if with_hand:
         runs = {"hand forward": lambda: hand_forward(model, x), **runs}
-    for fn in runs.values():  # warm-up on a short prefix
-        short = x[:, :20]
-        if fn is runs.get("hand forward"):
-            hand_forward(model, short)
+    if with_hand:  # warm-up on a short prefix
+        hand_forward(model, x[:, :20])
     rhel.grads(model, x[:, :20], y[:, :20] if y.dim() > 1 else y)
     best = {name: float("inf") for name in runs}
     for _ in range(repeats):
