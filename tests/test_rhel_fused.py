@@ -23,6 +23,7 @@ from eqprop.learners import RHEL
 from eqprop.models import HSSM, LinearHRU, NonlinearHRU
 from eqprop.models.echo_kernels import fused, stepper
 from eqprop.solvers import PositionVerlet
+from closeness import assert_close
 
 
 class ReferenceVerlet(PositionVerlet):
@@ -37,11 +38,6 @@ def _problem(kind, readout, steps=300, per_step=False):
     if readout:
         return model, x, torch.randint(0, 4, (5, *time)), CrossEntropy()
     return model, x, torch.randn(5, *time, 8), SquaredError()
-
-
-def _max_relative(a, b):
-    assert sorted(a) == sorted(b)
-    return max(float((a[k] - b[k]).abs().max() / b[k].abs().max()) for k in b)
 
 
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
@@ -59,7 +55,7 @@ def test_fused_echo_equals_the_step_by_step_echo(kind, readout, variant, dt, per
     assert calls == [1]  # the fused path ran (four chunks of 64 and one of 44)
     reference = RHEL(1e-2, variant=variant, cost=cost, integrator=ReferenceVerlet(dt)).grads(model, x, y)
     assert len(calls) == 1  # and the reference did not take it
-    assert _max_relative(fast, reference) < 1e-11  # round-off of a reordered sum
+    assert_close(fast, reference, 1e-11)  # round-off of a reordered sum
 
 
 @pytest.mark.parametrize("hru", ["linear", "nonlinear"])
@@ -80,7 +76,7 @@ def test_stack_echo_through_the_stepper_equals_the_kernel_sub_steps(hru, pooling
     assert len(steps) == 2 * 70  # both layers, every step, through the stepper
     reference = RHEL(1e-2, variant=variant, cost=CrossEntropy(), integrator=ReferenceVerlet()).grads(model, x, y)
     assert len(steps) == 2 * 70
-    assert _max_relative(fast, reference) < 1e-11
+    assert_close(fast, reference, 1e-11)
 
 
 def test_stack_echo_in_float32_matches_float64():
@@ -99,7 +95,7 @@ def test_chunk_sizes_agree(chunk, per_step):
     model, x, y, cost = _problem("nonlinear", True, steps=50, per_step=per_step)
     a = RHEL(1e-2, cost=cost, chunk=chunk).grads(model, x, y)
     b = RHEL(1e-2, cost=cost, chunk=50).grads(model, x, y)
-    assert _max_relative(a, b) < 1e-12
+    assert_close(a, b, 1e-12)
 
 
 @pytest.mark.parametrize("kind", ["linear", "nonlinear"])
@@ -153,6 +149,6 @@ def test_fused_echo_on_cuda(kind):
     on_gpu = copy.deepcopy(model).to(device)
     fast = RHEL(1e-2, cost=cost, chunk=64).grads(on_gpu, x.to(device), y.to(device))
     step = RHEL(1e-2, cost=cost, integrator=ReferenceVerlet()).grads(on_gpu, x.to(device), y.to(device))
-    assert _max_relative({k: v.cpu() for k, v in fast.items()}, {k: v.cpu() for k, v in step.items()}) < 1e-11
+    assert_close({k: v.cpu() for k, v in fast.items()}, {k: v.cpu() for k, v in step.items()}, 1e-11)
     got = RHEL(1e-2, cost=cost).grads(on_gpu.float(), x.float().to(device), y.to(device))
     assert relative_error({k: v.double().cpu() for k, v in got.items()}, reference) < 1e-4
